@@ -1,0 +1,110 @@
+"""Image decoding and the evaluation transform, in Pillow + numpy only.
+
+Training evaluates with this code and the server predicts with it, so both see the
+same tensor. It reproduces torchvision's Resize(256) -> CenterCrop(224) ->
+ToTensor -> Normalize(ImageNet) exactly (tests compare the two), without torch.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from dogbreed.errors import ImageError, ImageTooLargeError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE = 256
+CROP = 224
+# 8k x 5k: above any camera photo, far below what would exhaust a worker's memory.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+_MEAN = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(3, 1, 1)
+_STD = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)
+_SIXTEEN_BIT = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+
+
+def open_image(source: bytes | str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an image to 8-bit RGB, upright as its EXIF orientation says.
+
+    Raises ImageError for anything that is not a decodable image and
+    ImageTooLargeError above max_pixels (checked from the header, before decoding).
+    """
+    if isinstance(source, bytes):
+        if not source:
+            raise ImageError("empty image: the request body has no bytes")
+        fp = io.BytesIO(source)
+    else:
+        fp = source
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit below replaces Pillow's bomb warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+            if img.width * img.height > max_pixels:
+                raise ImageTooLargeError(
+                    f"image is {img.width}x{img.height} pixels, over the limit of {max_pixels}"
+                )
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"image over the pixel limit: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"cannot decode image: {exc}") from exc
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB (alpha composited on white)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in _SIXTEEN_BIT or img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        top = arr.max() if arr.size else 0.0
+        if top > 255:  # 16-bit data: keep the top 8 bits of the range actually used
+            arr = arr * (255.0 / (65535.0 if top > 4095 else top))
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        canvas = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(canvas, img)
+    return img.convert("RGB")
+
+
+def resized_size(width: int, height: int, short: int = RESIZE) -> tuple[int, int]:
+    """(width, height) with the short side at `short`, as torchvision's Resize(int)."""
+    if width <= height:
+        return short, int(short * height / width)
+    return int(short * width / height), short
+
+
+def center_crop_box(width: int, height: int, crop: int = CROP) -> tuple[int, int, int, int]:
+    """Pillow crop box (left, top, right, bottom), rounding as torchvision does."""
+    left = round((width - crop) / 2.0)
+    top = round((height - crop) / 2.0)
+    return left, top, left + crop, top + crop
+
+
+def normalize(rgb: np.ndarray) -> np.ndarray:
+    """uint8 HxWx3 -> float32 3xHxW, scaled to [0, 1] and ImageNet-normalised."""
+    chw = np.ascontiguousarray(rgb.transpose(2, 0, 1)).astype(np.float32)
+    chw /= np.float32(255.0)
+    chw -= _MEAN
+    chw /= _STD
+    return chw
+
+
+def eval_array(img: Image.Image, resize: int = RESIZE, crop: int = CROP) -> np.ndarray:
+    """The evaluation transform: float32 array of shape (3, crop, crop)."""
+    w, h = resized_size(img.width, img.height, resize)
+    img = img.resize((w, h), Image.Resampling.BILINEAR)
+    img = img.crop(center_crop_box(w, h, crop))
+    return normalize(np.asarray(img, dtype=np.uint8))

@@ -1,0 +1,112 @@
+"""Shared fixtures: synthetic datasets, a model trained once per session, a CLI runner."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dogbreed.synth import synthesize
+
+# The end-to-end training recipe: learnable in 3 CPU epochs from random weights.
+E2E_CLASSES = 5
+E2E_PER_CLASS = 60
+E2E_TRAIN_FLAGS = [
+    "--arch",
+    "resnet18",
+    "--weights",
+    "none",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "8",
+    "--lr",
+    "0.001",
+    "--device",
+    "cpu",
+    "--seed",
+    "0",
+]
+
+
+def run_cli(
+    *args: str | os.PathLike, env: dict | None = None, timeout: float = 600, check: bool = False
+) -> subprocess.CompletedProcess:
+    """Run `python -m dogbreed ARGS` as a user would; returns the finished process."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dogbreed", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dogbreed {args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def train_dirs(root: Path) -> list[str]:
+    return [
+        "--model-dir",
+        str(root / "model"),
+        "--output-dir",
+        str(root / "output"),
+        "--checkpoint-dir",
+        str(root / "checkpoints"),
+    ]
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, Path]:
+    """Real ImageNet JPEGs from foolbox's wheel (installed without its dependencies)."""
+    spec = importlib.util.find_spec("foolbox")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("foolbox (test photos) is not installed; run 'make install'")
+    data = Path(next(iter(spec.submodule_search_locations))) / "data"
+    return {
+        "bullmastiff": data / "imagenet_00_243.jpg",
+        "dalmatian": data / "imagenet_16_251.jpg",
+        **{p.stem: p for p in sorted(data.glob("imagenet_*.jpg"))},
+    }
+
+
+@pytest.fixture(scope="session")
+def e2e_data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("e2e-data")
+    synthesize(out, E2E_CLASSES, E2E_PER_CLASS, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(e2e_data, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """(run root, finished process) of one end-to-end CLI training run."""
+    root = tmp_path_factory.mktemp("e2e-run")
+    proc = run_cli("train", "--data", e2e_data, *train_dirs(root), *E2E_TRAIN_FLAGS, check=True)
+    return root, proc
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> Path:
+    """Two classes, a handful of images per split: for runs that test plumbing."""
+    out = tmp_path / "data"
+    synthesize(out, classes=2, per_class=10, seed=1)
+    return out
+
+
+TINY_TRAIN_FLAGS = [
+    "--arch",
+    "resnet18",
+    "--weights",
+    "none",
+    "--batch-size",
+    "4",
+    "--device",
+    "cpu",
+    "--workers",
+    "0",
+]
