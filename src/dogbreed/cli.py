@@ -20,7 +20,14 @@ log = logging.getLogger("dogbreed")
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line instead of usage plus error."""
+    """argparse that reports a bad flag in one line instead of usage plus error.
+
+    Abbreviations are off: `--epoch 3` is a typo to report, not `--epochs`.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")

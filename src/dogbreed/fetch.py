@@ -82,9 +82,14 @@ def download(
     for attempt in range(1, retries + 1):
         try:
             total = _attempt(url, part, timeout, progress)
+        except urllib.error.HTTPError as exc:
+            if 400 <= exc.code < 500 and exc.code not in (408, 429):
+                raise DownloadError(
+                    f"download of {url} refused: HTTP {exc.code} {exc.reason}"
+                ) from None
+            last_error, total = f"HTTP {exc.code} {exc.reason}", None
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            last_error = f"{exc.__class__.__name__}: {exc}"
-            total = None
+            last_error, total = f"{exc.__class__.__name__}: {exc}", None
         else:
             size = part.stat().st_size
             if total is None or size == total:

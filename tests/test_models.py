@@ -1,0 +1,74 @@
+"""The model factory: backbones, heads, freezing and weight loading."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import run_cli
+from dogbreed.errors import ConfigError, ModelError
+from dogbreed.models import COMMON_ARCHS, build_model, param_groups
+
+
+@pytest.mark.parametrize("arch", COMMON_ARCHS)
+def test_common_archs_build_with_a_new_head(arch):
+    model = build_model(arch, classes=7, weights="none", frozen=True).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 224, 224)).shape == (2, 7)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"head.weight", "head.bias"}
+
+
+def test_frozen_backbone_keeps_its_statistics_in_train_mode():
+    model = build_model("resnet18", classes=3, weights="none", frozen=True).train()
+    before = model.backbone.bn1.running_mean.clone()
+    model(torch.randn(4, 3, 64, 64)).sum().backward()
+    assert torch.equal(before, model.backbone.bn1.running_mean)
+    assert model.backbone.conv1.weight.grad is None and model.head.weight.grad is not None
+
+
+def test_unfrozen_backbone_gets_the_lower_learning_rate():
+    model = build_model("resnet18", classes=3, weights="none", frozen=False)
+    groups = param_groups(model, lr=1e-3, backbone_lr_scale=0.1)
+    assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-4)]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_weights_file_loads_a_torchvision_state_dict(tmp_path):
+    import torchvision
+
+    source = torchvision.models.resnet18()
+    torch.save(source.state_dict(), tmp_path / "resnet18.pth")
+    model = build_model("resnet18", classes=4, weights=str(tmp_path / "resnet18.pth"))
+    assert torch.equal(model.backbone.conv1.weight, source.conv1.weight)
+    with pytest.raises(ModelError, match="does not fit this backbone"):
+        build_model("resnet34", classes=4, weights=str(tmp_path / "resnet18.pth"))
+
+
+def test_unknown_arch():
+    with pytest.raises(ConfigError, match="unknown arch 'vgg0'"):
+        build_model("vgg0", classes=2)
+
+
+def test_imagenet_weights_without_network_fail_in_one_line(tmp_path, tiny_data):
+    env = {
+        "TORCH_HOME": str(tmp_path / "empty"),
+        "https_proxy": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+    }  # a closed loopback port: no network
+    proc = run_cli(
+        "train",
+        "--data",
+        tiny_data,
+        "--arch",
+        "resnet18",
+        "--weights",
+        "imagenet",
+        "--model-dir",
+        tmp_path / "m",
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 4
+    error = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(error) == 1 and "--weights FILE" in error[0]

@@ -1,0 +1,32 @@
+"""The synthetic dataset: layout and determinism."""
+
+from __future__ import annotations
+
+import pytest
+
+from dogbreed.errors import ConfigError
+from dogbreed.synth import class_folder, split_counts, synthesize
+
+
+def test_synth_is_deterministic(tmp_path):
+    synthesize(tmp_path / "a", classes=3, per_class=4, seed=7)
+    synthesize(tmp_path / "b", classes=3, per_class=4, seed=7)
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.jpg"))
+    assert len(files_a) == 12
+    for rel in files_a:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+    synthesize(tmp_path / "c", classes=3, per_class=4, seed=8)
+    assert (tmp_path / "c" / files_a[0]).read_bytes() != (tmp_path / "a" / files_a[0]).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "a" / "train").iterdir()) == [
+        "001.Affenpinscher",
+        "002.Afghan_hound",
+        "003.Airedale_terrier",
+    ]
+
+
+def test_layout_like_dog_images():
+    assert class_folder(0) == "001.Affenpinscher" and class_folder(40) == "041.Bullmastiff"
+    assert class_folder(132) == "133.Breed_133"
+    assert split_counts(40) == {"train": 32, "valid": 4, "test": 4}
+    with pytest.raises(ConfigError, match="at least 3"):
+        split_counts(2)
