@@ -15,7 +15,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=24" "setuptools>=68,<81" wheel
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[train,dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[train,serve,dev]"
 	# Test images only: foolbox's wheel carries 20 real ImageNet photos (two dogs).
 	$(BIN)/pip install --quiet --no-deps foolbox==3.3.4
 	touch $(STAMP)

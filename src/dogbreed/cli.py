@@ -120,6 +120,31 @@ def _add_predict(sub) -> None:
     predict.add_argument("--json", action="store_true", help="print JSON lines")
 
 
+def _add_serve(sub) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="run the SageMaker endpoint server on a model directory",
+        description="Start multi-model-server (via the sagemaker-inference toolkit) with "
+        "GET /ping and POST /invocations. Settings from the environment are "
+        "listed in the README.",
+    )
+    serve.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path("/opt/ml/model"),
+        help="model directory written by training (default /opt/ml/model)",
+    )
+    serve.add_argument(
+        "--port", type=int, default=None, help="port (default $SAGEMAKER_BIND_TO_PORT or 8080)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes (default $SAGEMAKER_MODEL_SERVER_WORKERS or 2)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="dogbreed",
@@ -134,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_train(sub)
     _add_predict(sub)
+    _add_serve(sub)
     return parser
 
 
@@ -193,7 +219,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-COMMANDS = {"data": cmd_data, "train": cmd_train, "predict": cmd_predict}
+def cmd_serve(args: argparse.Namespace) -> int:
+    from dogbreed.serve import serve
+
+    serve(args.model_dir, args.port, args.workers)
+    return 0
+
+
+COMMANDS = {"data": cmd_data, "train": cmd_train, "predict": cmd_predict, "serve": cmd_serve}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,7 +55,9 @@ def open_image(source: bytes | str | Path, max_pixels: int = DEFAULT_MAX_PIXELS)
         raise
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"image over the pixel limit: {exc}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:
+        raise ImageError("cannot decode image: not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"cannot decode image: {exc}") from exc
     return to_rgb(img)
 

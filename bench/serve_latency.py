@@ -1,0 +1,287 @@
+"""Endpoint latency and memory: our server against the course handler, one run.
+
+Starts each server in turn on the same model directory and the same MMS stack
+(sagemaker-inference toolkit), drives it with real JPEGs at concurrency 1, 2,
+4 and 8 from threads on loopback, and prints p50/p95/p99 latency, requests/s,
+errors and the server's resident memory (Java front end plus workers) idle and
+under load. Also prints the bare compute time of the model (ONNX Runtime and
+torch eager, batch 1, no HTTP, no decode) measured in the same run.
+
+    python bench/serve_latency.py [--model-dir DIR] [--requests 40]
+
+Without --model-dir it writes a ResNet-50 model directory (133 classes, random
+weights: latency does not depend on their values) to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import psutil
+import requests
+
+HERE = Path(__file__).resolve().parent
+LEVELS = (1, 2, 4, 8)
+
+
+def free_port() -> int:
+    for _ in range(100):
+        port = random.randrange(20000, 32000)  # MMS refuses ports above 32767
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def make_model_dir(root: Path) -> Path:
+    from dogbreed.export import write_model_dir
+    from dogbreed.models import build_model
+    from dogbreed.synth import class_folder
+
+    classes = [class_folder(i) for i in range(133)]
+    model = build_model("resnet50", len(classes), "none", frozen=True).eval()
+    model_dir = root / "model"
+    write_model_dir(model, model_dir, classes, "resnet50", {}, {})
+    return model_dir
+
+
+def make_images(root: Path, n: int = 16) -> list[bytes]:
+    from dogbreed.synth import render
+
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        img = render(i % 8, 8, rng).resize((500, 375))
+        path = root / f"img{i}.jpg"
+        img.save(path, quality=90)
+        out.append(path.read_bytes())
+    return out
+
+
+def tree_rss_mb(proc: psutil.Process) -> float:
+    """Resident memory of the MMS Java process and all its workers."""
+    total = 0
+    for p in proc.children(recursive=True):
+        try:
+            if p.name() == "java" or any("java" in c for c in p.cmdline()[:1]):
+                total += p.memory_info().rss
+                total += sum(c.memory_info().rss for c in p.children(recursive=True))
+        except psutil.Error:
+            continue
+    return total / 2**20
+
+
+class Server:
+    def __init__(self, kind: str, model_dir: Path, env_extra: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.logdir = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
+        env = {**os.environ, "LOG_LOCATION": str(self.logdir), **env_extra}
+        if kind == "dogbreed":
+            cmd = [
+                sys.executable,
+                "-m",
+                "dogbreed",
+                "serve",
+                "--model-dir",
+                str(model_dir),
+                "--port",
+                str(self.port),
+            ]
+        else:
+            env["PYTHONPATH"] = f"{HERE}{os.pathsep}{env.get('PYTHONPATH', '')}"
+            cmd = [
+                sys.executable,
+                "-c",
+                "from pathlib import Path; from dogbreed.serve import "
+                f"serve; serve(Path({str(model_dir)!r}), {self.port}, "
+                "handler_service='course_handler')",
+            ]
+        with (self.logdir / "out.log").open("w") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+
+    def wait(self, timeout: float = 180) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError((self.logdir / "out.log").read_text()[-2000:])
+            try:
+                if requests.get(f"{self.url}/ping", timeout=2).status_code == 200:
+                    return time.monotonic() - start
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server did not come up")
+
+    def rss_mb(self) -> float:
+        return tree_rss_mb(psutil.Process(self.proc.pid))
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def drive(
+    url: str, images: list[bytes], concurrency: int, total: int, budget_s: float = 120
+) -> dict:
+    """Send `total` requests from `concurrency` threads (bounded by budget_s)."""
+    latencies, errors = [], 0
+    lock = threading.Lock()
+    deadline = time.monotonic() + budget_s
+    counter = iter(range(total))
+
+    def worker() -> None:
+        nonlocal errors
+        session = requests.Session()
+        for i in counter:
+            if time.monotonic() > deadline:
+                return
+            body = images[i % len(images)]
+            t0 = time.perf_counter()
+            try:
+                r = session.post(
+                    f"{url}/invocations",
+                    data=body,
+                    timeout=60,
+                    headers={"Content-Type": "image/jpeg"},
+                )
+                ok = r.status_code == 200
+            except requests.RequestException:
+                ok = False
+            dt = time.perf_counter() - t0
+            with lock:
+                latencies.append(dt) if ok else None
+                errors += 0 if ok else 1
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for _ in range(concurrency):
+            pool.submit(worker)
+    wall = time.perf_counter() - start
+    q = np.percentile(np.asarray(latencies) * 1000, [50, 95, 99]) if latencies else [0, 0, 0]
+    return {
+        "p50": q[0],
+        "p95": q[1],
+        "p99": q[2],
+        "rps": len(latencies) / wall,
+        "errors": errors,
+        "n": len(latencies),
+    }
+
+
+def bare_compute_ms(model_dir: Path, threads: int, runs: int = 30) -> tuple[float, float]:
+    """p50 ms of batch-1 ONNX Runtime and torch eager inference, compute only."""
+    import torch
+
+    from dogbreed.models import build_model
+    from dogbreed.predict import Predictor, read_metadata
+
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    pred = Predictor(model_dir, threads=threads)
+    meta = read_metadata(model_dir)
+    net = build_model(meta["arch"], meta["num_classes"], "none", frozen=True).eval()
+    net.load_state_dict(torch.load(model_dir / "model.pth", weights_only=True))
+    torch.set_num_threads(threads)
+    out = []
+    for fn in (lambda: pred.session.run(None, {"input": x}), lambda: net(torch.from_numpy(x))):
+        with torch.no_grad():
+            for _ in range(3):
+                fn()
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1000)
+        out.append(statistics.median(times))
+    return out[0], out[1]
+
+
+def bench_server(
+    kind: str, model_dir: Path, images: list[bytes], requests_per_level: int, env: dict[str, str]
+) -> dict:
+    server = Server(kind, model_dir, env)
+    try:
+        cold = server.wait()
+        drive(server.url, images, 2, 8)  # warm both workers
+        time.sleep(1)
+        result = {"cold_start_s": cold, "rss_idle_mb": server.rss_mb(), "levels": {}}
+        for c in LEVELS:
+            peak = [0.0]
+            stop = threading.Event()
+
+            def sample(stop=stop, peak=peak) -> None:
+                while not stop.wait(0.25):
+                    peak[0] = max(peak[0], server.rss_mb())
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            result["levels"][c] = drive(server.url, images, c, requests_per_level * max(1, c // 2))
+            stop.set()
+            sampler.join()
+            result["levels"][c]["rss_peak_mb"] = peak[0]
+        return result
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--requests", type=int, default=40, help="requests at concurrency 1")
+    parser.add_argument("--workers", type=int, default=2, help="model server workers")
+    args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.model_dir or make_model_dir(Path(tmp))
+        images = make_images(Path(tmp))
+        ort_ms, torch_ms = bare_compute_ms(model_dir, threads=cores)
+        print(
+            f"cores={cores} workers={args.workers} model={model_dir} "
+            f"jpeg_kb={np.mean([len(b) for b in images]) / 1024:.0f}"
+        )
+        print(f"bare_compute_ms onnxruntime={ort_ms:.1f} torch_eager={torch_ms:.1f}")
+        env = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(args.workers)}
+        results = {}
+        for kind in ("dogbreed", "course"):
+            results[kind] = r = bench_server(kind, model_dir, images, args.requests, env)
+            print(
+                f"{kind}: cold_start_s={r['cold_start_s']:.1f} rss_idle_mb={r['rss_idle_mb']:.0f}"
+            )
+            for c, lv in r["levels"].items():
+                print(
+                    f"  {kind} concurrency={c} p50_ms={lv['p50']:.1f} p95_ms={lv['p95']:.1f} "
+                    f"p99_ms={lv['p99']:.1f} rps={lv['rps']:.2f} errors={lv['errors']} "
+                    f"n={lv['n']} rss_peak_mb={lv['rss_peak_mb']:.0f}"
+                )
+        ours, course = results["dogbreed"]["levels"], results["course"]["levels"]
+        print(
+            f"ratio p50_c1_over_bare_ort={ours[1]['p50'] / ort_ms:.2f} "
+            f"throughput_c4_vs_course={ours[4]['rps'] / course[4]['rps']:.2f}x "
+            f"p50_c1_vs_course={course[1]['p50'] / ours[1]['p50']:.2f}x faster"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""The endpoint's handler functions, named as the sagemaker-inference toolkit names them.
+
+    model_fn(model_dir)                 -> Predictor (ONNX Runtime, warmed up; no torch)
+    input_fn(body, content_type)        -> Request (decoded, preprocessed images)
+    predict_fn(request, model)          -> list of answers
+    output_fn(answers, accept)          -> (JSON text, content type)
+
+Errors are DogbreedError subclasses carrying their HTTP status; the handler
+service maps them to `{"error": ...}` responses. The server never fetches URLs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dogbreed.errors import DogbreedError, ImageError
+from dogbreed.predict import Predictor
+from dogbreed.preprocess import DEFAULT_MAX_PIXELS, eval_array, open_image
+
+JSON = "application/json"
+IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image", "application/octet-stream")
+MAX_PAYLOAD_MB_ENV = "DOGBREED_MAX_PAYLOAD_MB"
+MAX_PIXELS_ENV = "DOGBREED_MAX_PIXELS"
+MAX_INSTANCES_ENV = "DOGBREED_MAX_INSTANCES"
+TOP_K_ENV = "DOGBREED_TOP_K"
+
+
+class RequestError(DogbreedError):
+    """A malformed request: 400."""
+
+    http_status = 400
+
+
+class PayloadTooLargeError(DogbreedError):
+    http_status = 413
+
+
+class UnsupportedMediaTypeError(DogbreedError):
+    http_status = 415
+
+
+class NotAcceptableError(DogbreedError):
+    http_status = 406
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
+def max_payload_bytes() -> int:
+    """Request size limit; InvokeEndpoint's own cap (6 MB) by default."""
+    return int(_env_number(MAX_PAYLOAD_MB_ENV, 6) * 1024 * 1024)
+
+
+@dataclass
+class Request:
+    """A decoded request: a (N, 3, 224, 224) batch and how to answer it."""
+
+    batch: np.ndarray
+    top_k: int
+    single: bool
+
+
+def model_fn(model_dir: str | Path) -> Predictor:
+    """Load model.onnx + metadata.json and run one warm-up inference."""
+    predictor = Predictor(model_dir)
+    predictor.probabilities(np.zeros((1, 3, 224, 224), dtype=np.float32))
+    return predictor
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "application/octet-stream").split(";")[0].strip().lower()
+
+
+def _decode_b64(text: Any, where: str) -> bytes:
+    if not isinstance(text, str):
+        raise RequestError(f"{where} must be a base64 string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RequestError(f"{where} is not valid base64: {exc}") from None
+
+
+def _images_from_json(body: bytes | str) -> tuple[list[bytes], Any, bool]:
+    """(image bytes, requested top_k, single?) from a JSON body."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(f"malformed JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise RequestError('JSON body must be an object: {"image": ...} or {"instances": [...]}')
+    if "url" in doc or "s3_uri" in doc:
+        raise RequestError(
+            "the endpoint does not fetch URLs; send the image itself "
+            '(raw bytes or {"image": "<base64>"})'
+        )
+    if "instances" in doc:
+        instances = doc["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise RequestError('"instances" must be a non-empty list of {"image": "<base64>"}')
+        limit = int(_env_number(MAX_INSTANCES_ENV, 64))
+        if len(instances) > limit:
+            raise PayloadTooLargeError(f"{len(instances)} instances, at most {limit} per request")
+        images = []
+        for i, inst in enumerate(instances):
+            if not isinstance(inst, dict) or "image" not in inst:
+                raise RequestError(f'instances[{i}] must be an object with an "image" field')
+            images.append(_decode_b64(inst["image"], f"instances[{i}].image"))
+        return images, doc.get("top_k"), False
+    if "image" not in doc:
+        raise RequestError('JSON body needs "image" (base64) or "instances"')
+    return [_decode_b64(doc["image"], "image")], doc.get("top_k"), True
+
+
+def _top_k(raw: Any) -> int:
+    if raw is None:
+        return int(_env_number(TOP_K_ENV, 5))
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise RequestError(f'"top_k" must be a positive integer, got {raw!r}')
+    return raw
+
+
+def input_fn(input_data: bytes | str, content_type: str | None) -> Request:
+    """Decode the body into a preprocessed batch (the evaluation transform of training)."""
+    body = input_data.encode() if isinstance(input_data, str) else bytes(input_data or b"")
+    limit = max_payload_bytes()
+    if len(body) > limit:
+        raise PayloadTooLargeError(f"request of {len(body)} bytes is over the {limit}-byte limit")
+    media = _media_type(content_type)
+    if media == JSON:
+        images, top_k, single = _images_from_json(body)
+    elif media in IMAGE_TYPES:
+        images, top_k, single = [body], None, True
+    else:
+        raise UnsupportedMediaTypeError(
+            f"unsupported content type '{media}'; send one of {', '.join(IMAGE_TYPES)} or {JSON}"
+        )
+    max_pixels = int(_env_number(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS))
+    arrays = []
+    for i, data in enumerate(images):
+        try:
+            arrays.append(eval_array(open_image(data, max_pixels)))
+        except ImageError as exc:
+            if not single:
+                exc.args = (f"instances[{i}]: {exc}",)
+            raise
+    return Request(np.stack(arrays), _top_k(top_k), single)
+
+
+def predict_fn(request: Request, model: Predictor) -> dict[str, Any]:
+    """One batched inference; softmax probabilities turned into labelled answers."""
+    probs = model.probabilities(request.batch)
+    answers = [model.answer(p, request.top_k) for p in probs]
+    return answers[0] if request.single else {"predictions": answers}
+
+
+def output_fn(prediction: dict[str, Any], accept: str | None) -> tuple[str, str]:
+    media = _media_type(accept) if accept else JSON
+    if media not in (JSON, "*/*", "application/*"):
+        raise NotAcceptableError(f"can only answer {JSON}, not '{media}'")
+    return json.dumps(prediction), JSON

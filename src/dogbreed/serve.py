@@ -1,0 +1,96 @@
+"""Start multi-model-server through the sagemaker-inference toolkit.
+
+`dogbreed serve` and the serve image's `serve` both come here. The model
+directory is checked before the server starts (a bad one fails in one line),
+and the toolkit's settings get defaults that suit this model:
+
+    SAGEMAKER_BIND_TO_PORT                 port (8080)
+    SAGEMAKER_MODEL_SERVER_WORKERS         worker processes (2)
+    SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS response timeout in seconds (60); the
+                                           toolkit's older *_TIMEOUT is in minutes
+    DOGBREED_MAX_PAYLOAD_MB                request size limit, JSON 413 above it (6)
+    DOGBREED_ORT_THREADS                   ONNX Runtime threads per worker (cores)
+    SAGEMAKER_MODEL_SERVER_VMARGS          JVM flags (a small heap by default)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from dogbreed.errors import ConfigError
+from dogbreed.predict import Predictor
+
+log = logging.getLogger(__name__)
+HANDLER_SERVICE = "dogbreed.handler_service"
+DEFAULTS = {
+    "SAGEMAKER_BIND_TO_PORT": "8080",
+    "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
+    "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "60",
+    # The front end only queues bytes: a small heap keeps it at ~150 MB resident.
+    "SAGEMAKER_MODEL_SERVER_VMARGS": "-XX:-UseContainerSupport -Xms32m -Xmx256m "
+    "-XX:+UseSerialGC -XX:MaxMetaspaceSize=96m -XX:TieredStopAtLevel=1",
+}
+
+
+def server_environment(
+    model_dir: Path, port: int | None, workers: int | None, env: dict[str, str]
+) -> dict[str, str]:
+    """The variables the toolkit and MMS read, defaults filled in, flags on top."""
+    out = dict(env)
+    for key, value in DEFAULTS.items():
+        out.setdefault(key, value)
+    if port is not None:
+        out["SAGEMAKER_BIND_TO_PORT"] = str(port)
+    if workers is not None:
+        out["SAGEMAKER_MODEL_SERVER_WORKERS"] = str(workers)
+    # MMS's own cap sits above ours so that our handler answers a JSON 413.
+    payload_mb = float(out.get("DOGBREED_MAX_PAYLOAD_MB", "6"))
+    out.setdefault("SAGEMAKER_MAX_PAYLOAD_IN_MB", str(math.ceil(payload_mb * 2) + 1))
+    # The toolkit serves BASE/model: point BASE at the model's parent, or a link.
+    if model_dir.name == "model":
+        out["SAGEMAKER_BASE_DIR"] = str(model_dir.parent)
+    else:
+        base = Path(tempfile.mkdtemp(prefix="dogbreed-serve-"))
+        (base / "model").symlink_to(model_dir)
+        out["SAGEMAKER_BASE_DIR"] = str(base)
+    logs = Path(out.get("LOG_LOCATION") or tempfile.mkdtemp(prefix="dogbreed-mms-logs-"))
+    out.setdefault("LOG_LOCATION", str(logs))
+    out.setdefault("METRICS_LOCATION", str(logs))
+    # Workers run `python` and the toolkit runs `multi-model-server` from PATH: ours.
+    bindir = str(Path(sys.executable).parent)
+    out["PATH"] = bindir + os.pathsep + out.get("PATH", "")
+    return out
+
+
+def check_model_dir(model_dir: Path) -> None:
+    """Fail before starting anything when the model cannot be served."""
+    Predictor(model_dir, threads=1)
+
+
+def serve(model_dir: Path, port: int | None = None, workers: int | None = None,
+          handler_service: str = HANDLER_SERVICE) -> None:
+    """Run the model server in the foreground until it stops (SIGTERM stops it)."""
+    model_dir = model_dir.resolve()
+    check_model_dir(model_dir)
+    if shutil.which("java") is None:
+        raise ConfigError(
+            "the model server needs Java 17+: install a JRE (e.g. "
+            "openjdk-17-jre-headless) or use the serve image"
+        )
+    os.environ.update(server_environment(model_dir, port, workers, dict(os.environ)))
+    # Imported only now: the toolkit reads its settings at import time.
+    from sagemaker_inference import model_server
+
+    log.info(
+        "serving %s on port %s with %s workers",
+        model_dir,
+        os.environ["SAGEMAKER_BIND_TO_PORT"],
+        os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"],
+    )
+    model_server.start_model_server(handler_service=handler_service)

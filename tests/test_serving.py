@@ -1,0 +1,257 @@
+"""The endpoint through HTTP: the real multi-model-server, started as SageMaker starts it.
+
+Every content type, batches, top_k and every error case, then proof that the
+worker still answers correctly. Parametrised over where the server runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from conftest import run_cli
+
+START_TIMEOUT_S = 180
+
+
+def free_port() -> int:
+    """A free loopback port below 32768 (MMS refuses higher port numbers)."""
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
+
+
+def wait_for_ping(url: str, proc: subprocess.Popen, log: Path) -> float:
+    """Seconds until GET /ping answered 200; fails if the server died or never came up."""
+    start = time.monotonic()
+    while time.monotonic() - start < START_TIMEOUT_S:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                return time.monotonic() - start
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"no /ping 200 within {START_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (the toolkit forwards it to MMS), then the whole group if it lingers."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def start_native(model_dir: Path, tmp: Path) -> tuple[str, subprocess.Popen, Path]:
+    port = free_port()
+    log = tmp / "server.log"
+    env = {**os.environ, "LOG_LOCATION": str(tmp), "SAGEMAKER_MODEL_SERVER_WORKERS": "2"}
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dogbreed",
+                "serve",
+                "--model-dir",
+                str(model_dir),
+                "--port",
+                str(port),
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp,
+            start_new_session=True,
+        )
+    return f"http://127.0.0.1:{port}", proc, log
+
+
+@pytest.fixture(scope="module", params=["native"])
+def server(request, trained, tmp_path_factory):
+    """(base URL, model dir) of a running server on the end-to-end model."""
+    root, _ = trained
+    tmp = tmp_path_factory.mktemp(f"serve-{request.param}")
+    url, proc, log = start_native(root / "model", tmp)
+    try:
+        wait_for_ping(url, proc, log)
+        yield url, root / "model"
+    finally:
+        stop(proc)
+
+
+def invoke(url: str, body: bytes | str, content_type: str, **headers) -> requests.Response:
+    return requests.post(
+        f"{url}/invocations",
+        data=body,
+        timeout=60,
+        headers={"Content-Type": content_type, **headers},
+    )
+
+
+def encode(img: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def test_images(e2e_data) -> list[Path]:
+    return sorted((e2e_data / "test").glob("*/*.jpg"))[::4]
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_ping(server):
+    url, _ = server
+    r = requests.get(f"{url}/ping", timeout=10)
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "content_type", ["image/jpeg", "application/x-image", "application/octet-stream"]
+)
+def test_raw_image_bytes(server, test_images, content_type):
+    url, _ = server
+    r = invoke(url, test_images[0].read_bytes(), content_type)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/json")
+    answer = r.json()
+    assert set(answer) == {"label", "index", "score", "top_k"}
+    assert answer["label"] == answer["top_k"][0]["label"] and 0 <= answer["score"] <= 1
+    assert len(answer["top_k"]) == 5  # default top_k, all five classes here
+    assert abs(sum(t["score"] for t in answer["top_k"]) - 1) < 1e-3
+
+
+def test_predictions_equal_cli_predict(server, test_images):
+    url, model_dir = server
+    cli = run_cli(
+        "predict", "--model-dir", model_dir, "--json", "--top-k", "5", *test_images, check=True
+    )
+    expected = [json.loads(line) for line in cli.stdout.splitlines()]
+    for path, want in zip(test_images, expected, strict=True):
+        got = invoke(url, path.read_bytes(), "image/jpeg").json()
+        assert (got["label"], got["index"]) == (want["label"], want["index"])
+        np.testing.assert_allclose(
+            [t["score"] for t in got["top_k"]], [t["score"] for t in want["top_k"]], atol=1e-5
+        )
+
+
+def test_json_single_and_batch(server, test_images):
+    url, _ = server
+    one = invoke(
+        url,
+        json.dumps({"image": b64(test_images[0].read_bytes()), "top_k": 2}),
+        "application/json; charset=utf-8",
+    )
+    assert one.status_code == 200 and len(one.json()["top_k"]) == 2
+    batch = invoke(
+        url,
+        json.dumps(
+            {"instances": [{"image": b64(p.read_bytes())} for p in test_images[:3]], "top_k": 1}
+        ),
+        "application/json",
+    )
+    assert batch.status_code == 200
+    predictions = batch.json()["predictions"]
+    assert len(predictions) == 3 and all(len(p["top_k"]) == 1 for p in predictions)
+    singles = [invoke(url, p.read_bytes(), "image/jpeg").json() for p in test_images[:3]]
+    assert [p["index"] for p in predictions] == [s["index"] for s in singles]
+    assert predictions[0]["index"] == one.json()["index"]
+
+
+def test_png_with_alpha_tiny_and_real_photos(server, photos):
+    url, _ = server
+    rgba = Image.new("RGBA", (300, 200), (200, 30, 30, 128))
+    assert invoke(url, encode(rgba, "PNG"), "image/png").status_code == 200
+    assert invoke(url, encode(Image.new("RGB", (1, 1)), "PNG"), "image/png").status_code == 200
+    for name in ("bullmastiff", "dalmatian"):
+        assert invoke(url, photos[name].read_bytes(), "image/jpeg").status_code == 200
+
+
+def bad_requests(jpeg: bytes) -> list[tuple[str, bytes | str, str, int, str]]:
+    huge = encode(Image.new("L", (9000, 9000)), "PNG")  # tiny file, 81 M pixels
+    return [
+        ("unsupported type", b"hello", "text/plain", 415, "unsupported content type"),
+        ("zero bytes", b"", "image/jpeg", 400, "empty image"),
+        ("truncated jpeg", jpeg[: len(jpeg) // 3], "image/jpeg", 400, "cannot decode"),
+        ("not an image", b"GIF89a but not really" * 10, "image/jpeg", 400, "cannot decode"),
+        ("malformed json", "{not json", "application/json", 400, "malformed JSON"),
+        ("bad base64", json.dumps({"image": "@@@"}), "application/json", 400, "base64"),
+        (
+            "url",
+            json.dumps({"url": "http://169.254.169.254/"}),
+            "application/json",
+            400,
+            "does not fetch URLs",
+        ),
+        (
+            "bad top_k",
+            json.dumps({"image": b64(jpeg), "top_k": "3"}),
+            "application/json",
+            400,
+            "top_k",
+        ),
+        ("empty batch", json.dumps({"instances": []}), "application/json", 400, "non-empty"),
+        (
+            "bad instance",
+            json.dumps({"instances": [{"image": b64(jpeg)}, {"img": "x"}]}),
+            "application/json",
+            400,
+            "instances[1]",
+        ),
+        ("over size", b"\xff" * (7 * 1024 * 1024), "image/jpeg", 413, "over the"),
+        ("huge dimensions", huge, "image/png", 413, "9000x9000"),
+    ]
+
+
+def test_every_error_then_still_serving(server, test_images):
+    url, _ = server
+    jpeg = test_images[0].read_bytes()
+    before = invoke(url, jpeg, "image/jpeg").json()
+    for name, body, content_type, status, message in bad_requests(jpeg):
+        r = invoke(url, body, content_type)
+        assert r.status_code == status, (name, r.status_code, r.text[:300])
+        assert r.headers["Content-Type"].startswith("application/json"), name
+        assert message in r.json()["error"], (name, r.text[:300])
+        assert "Traceback" not in r.text
+    not_acceptable = invoke(url, jpeg, "image/jpeg", Accept="text/csv")
+    assert not_acceptable.status_code == 406
+    for _ in range(4):  # both workers are alive and give the same answer as before
+        assert invoke(url, jpeg, "image/jpeg").json() == before
+
+
+def test_bad_model_dir_fails_the_start_in_one_line(tmp_path):
+    (tmp_path / "model").mkdir()
+    proc = run_cli(
+        "serve", "--model-dir", tmp_path / "model", "--port", str(free_port()), timeout=60
+    )
+    assert proc.returncode == 4
+    assert proc.stderr.strip().count("\n") == 0 and "metadata.json is missing" in proc.stderr
