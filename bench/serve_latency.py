@@ -35,6 +35,7 @@ import requests
 
 HERE = Path(__file__).resolve().parent
 LEVELS = (1, 2, 4, 8)
+MMS_CLASS = "com.amazonaws.ml.mms.ModelServer"
 
 
 def free_port() -> int:
@@ -74,16 +75,20 @@ def make_images(root: Path, n: int = 16) -> list[bytes]:
     return out
 
 
-def tree_rss_mb(proc: psutil.Process) -> float:
-    """Resident memory of the MMS Java process and all its workers."""
+def mms_rss_mb() -> float:
+    """Resident memory of the MMS Java front end and all its Python workers.
+
+    The toolkit launches MMS detached from its own process, and allows one MMS
+    per machine; it finds it by this class name, and so do we.
+    """
     total = 0
-    for p in proc.children(recursive=True):
-        try:
-            if p.name() == "java" or any("java" in c for c in p.cmdline()[:1]):
+    for p in psutil.process_iter(["cmdline"]):
+        if MMS_CLASS in (p.info["cmdline"] or []):
+            try:
                 total += p.memory_info().rss
                 total += sum(c.memory_info().rss for c in p.children(recursive=True))
-        except psutil.Error:
-            continue
+            except psutil.Error:
+                continue
     return total / 2**20
 
 
@@ -132,7 +137,7 @@ class Server:
         raise RuntimeError("server did not come up")
 
     def rss_mb(self) -> float:
-        return tree_rss_mb(psutil.Process(self.proc.pid))
+        return mms_rss_mb()
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

@@ -73,8 +73,12 @@ def check_model_dir(model_dir: Path) -> None:
     Predictor(model_dir, threads=1)
 
 
-def serve(model_dir: Path, port: int | None = None, workers: int | None = None,
-          handler_service: str = HANDLER_SERVICE) -> None:
+def serve(
+    model_dir: Path,
+    port: int | None = None,
+    workers: int | None = None,
+    handler_service: str = HANDLER_SERVICE,
+) -> None:
     """Run the model server in the foreground until it stops (SIGTERM stops it)."""
     model_dir = model_dir.resolve()
     check_model_dir(model_dir)
