@@ -48,3 +48,27 @@ bench: $(STAMP)  ## training throughput: our loop vs the course loop
 
 clean:  ## remove build outputs and demo artifacts (keeps .venv)
 	rm -rf $(WORK) build dist .pytest_cache .ruff_cache
+
+# ---- container images ------------------------------------------------------
+TRAIN_IMAGE ?= dogbreed-train
+SERVE_IMAGE ?= dogbreed-serve
+TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+PUBLIC_BASE ?= python:3.11-slim-bookworm
+DOCKER_BUILD = docker build --network host --build-arg BASE_IMAGE=$$(containers/base-image.sh $(PUBLIC_BASE))
+
+.PHONY: engine build build-train build-serve build-ca
+
+engine:  ## make sure a Docker engine answers (starts one where it can)
+	@containers/engine.sh
+
+build-ca:
+	@mkdir -p containers/build
+	@if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cp /etc/ssl/certs/ca-certificates.crt containers/build/host-ca.crt; else : > containers/build/host-ca.crt; fi
+
+build: build-train build-serve  ## build both images
+
+build-train: engine build-ca  ## build the train image (torch, sagemaker-training, dogbreed)
+	$(DOCKER_BUILD) -f containers/train/Dockerfile -t $(TRAIN_IMAGE):$(TAG) -t $(TRAIN_IMAGE):latest .
+
+build-serve: engine build-ca  ## build the serve image (Java, MMS, ONNX Runtime, dogbreed; no torch)
+	$(DOCKER_BUILD) -f containers/serve/Dockerfile -t $(SERVE_IMAGE):$(TAG) -t $(SERVE_IMAGE):latest .
