@@ -24,6 +24,7 @@ import requests
 from PIL import Image
 
 from conftest import run_cli
+from containers import SERVE_IMAGE, docker, image_present
 
 START_TIMEOUT_S = 180
 
@@ -93,17 +94,60 @@ def start_native(model_dir: Path, tmp: Path) -> tuple[str, subprocess.Popen, Pat
     return f"http://127.0.0.1:{port}", proc, log
 
 
-@pytest.fixture(scope="module", params=["native"])
+def start_container(model_dir: Path, tmp: Path) -> tuple[str, subprocess.Popen, Path]:
+    """The serve image as SageMaker runs it: `docker run IMAGE serve`, model in /opt/ml/model."""
+    port = free_port()
+    model_dir.chmod(0o755)  # the image's non-root user reads it
+    log = tmp / "server.log"
+    name = f"dogbreed-test-serve-{port}"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--name",
+                name,
+                "--network",
+                "host",
+                f"--env=SAGEMAKER_BIND_TO_PORT={port}",
+                "--env=SAGEMAKER_MODEL_SERVER_WORKERS=2",
+                "-v",
+                f"{model_dir}:/opt/ml/model:ro",
+                SERVE_IMAGE,
+                "serve",
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    proc.container = name
+    return f"http://127.0.0.1:{port}", proc, log
+
+
+@pytest.fixture(scope="module", params=["native", "container"])
 def server(request, trained, tmp_path_factory):
     """(base URL, model dir) of a running server on the end-to-end model."""
+    if request.param == "container" and not image_present(SERVE_IMAGE):
+        pytest.skip(f"{SERVE_IMAGE} not built (make build)")
     root, _ = trained
     tmp = tmp_path_factory.mktemp(f"serve-{request.param}")
-    url, proc, log = start_native(root / "model", tmp)
+    start = start_native if request.param == "native" else start_container
+    url, proc, log = start(root / "model", tmp)
     try:
-        wait_for_ping(url, proc, log)
+        cold = wait_for_ping(url, proc, log)
+        print(f"{request.param} server: first /ping 200 after {cold:.1f} s")
         yield url, root / "model"
     finally:
+        if request.param == "container":
+            docker("stop", "-t", "20", proc.container, check=False, timeout=60)
         stop(proc)
+
+
+def test_container_runs_as_non_root(server, request):
+    if "container" not in request.node.callspec.id:
+        pytest.skip("container only")
+    name = f"dogbreed-test-serve-{server[0].rsplit(':', 1)[1]}"
+    assert docker("exec", name, "id", "-u").stdout.strip() != "0"
 
 
 def invoke(url: str, body: bytes | str, content_type: str, **headers) -> requests.Response:

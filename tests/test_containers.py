@@ -1,0 +1,184 @@
+"""The train image run as SageMaker and an EC2 host run it, on the real Docker engine."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from containers import TRAIN_IMAGE, add_hosts, docker, image_present, opt_ml
+
+pytestmark = pytest.mark.skipif(
+    not image_present(TRAIN_IMAGE), reason=f"{TRAIN_IMAGE} not built (make build)"
+)
+
+HPS = {
+    "epochs": "1",
+    "batch_size": "4",
+    "arch": '"resnet18"',
+    "weights": "none",
+    "lr": "0.001",
+    "workers": "0",
+    "sagemaker_program": '"train"',
+}
+METRIC_RE = re.compile(
+    r"^epoch=\d+ train_loss=[\d.]+ val_loss=[\d.]+ val_acc=[\d.]+ "
+    r"images_per_s=[\d.]+$",
+    re.M,
+)
+
+
+def run_train(
+    tree: Path,
+    *extra: str,
+    name: str | None = None,
+    env: dict | None = None,
+    args: tuple[str, ...] = ("train",),
+) -> subprocess.Popen:
+    name = name or f"dogbreed-test-{uuid.uuid4().hex[:8]}"
+    flags = [f"--env={k}={v}" for k, v in (env or {}).items()]
+    cmd = [
+        "docker",
+        "run",
+        "--rm",
+        "--name",
+        name,
+        "--network",
+        "host",
+        *flags,
+        *extra,
+        "-v",
+        f"{tree}:/opt/ml",
+        TRAIN_IMAGE,
+        *args,
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    return out
+
+
+def test_sagemaker_single_host(tiny_data, tmp_path):
+    tree = opt_ml(tmp_path / "opt_ml", tiny_data, HPS)
+    proc = run_train(tree)
+    out = finish(proc)
+    assert proc.returncode == 0, out[-3000:]
+    assert METRIC_RE.search(out) and re.search(r"^test_acc=|test_acc=", out, re.M)
+    assert {"model.onnx", "model.pth", "metadata.json"} <= {
+        p.name for p in (tree / "model").iterdir()
+    }
+    assert (tree / "output" / "data" / "metrics.json").is_file()
+    assert (tree / "checkpoints" / "last.pt").is_file()
+
+
+def test_sagemaker_bad_hyperparameter_fails_with_reason(tiny_data, tmp_path):
+    tree = opt_ml(tmp_path / "opt_ml", tiny_data, {**HPS, "batch_size": "lots"})
+    proc = run_train(tree)
+    out = finish(proc, timeout=300)
+    assert proc.returncode != 0
+    assert "batch-size" in (tree / "output" / "failure").read_text()
+    assert "Traceback" not in out
+
+
+def test_unresolvable_hosts_fail_fast(tiny_data, tmp_path):
+    tree = opt_ml(tmp_path / "opt_ml", tiny_data, HPS, hosts=("algo-1", "algo-nowhere"))
+    start = time.monotonic()
+    proc = run_train(tree, *add_hosts("algo-1"), env={"DOGBREED_HOST_WAIT_S": "3"})
+    finish(proc, timeout=300)
+    assert proc.returncode != 0 and time.monotonic() - start < 120
+    assert "algo-nowhere" in (tree / "output" / "failure").read_text()
+
+
+def two_hosts(tiny_data: Path, tmp_path: Path, hps: dict) -> tuple[dict, dict]:
+    """Trees and run settings for a 2-host job on loopback."""
+    port = str(random.randrange(20000, 30000))
+    hosts = ("algo-1", "algo-2")
+    trees = {h: opt_ml(tmp_path / h, tiny_data, hps, host=h, hosts=hosts) for h in hosts}
+    env = {"DOGBREED_MASTER_PORT": port, "DOGBREED_DIST_TIMEOUT": "90"}
+    return trees, env
+
+
+def test_two_instances_form_one_job(tiny_data, tmp_path):
+    trees, env = two_hosts(tiny_data, tmp_path, {**HPS, "epochs": "2"})
+    procs = {h: run_train(trees[h], *add_hosts(*trees), env=env) for h in trees}
+    outs = {h: finish(p) for h, p in procs.items()}
+    for host, proc in procs.items():
+        assert proc.returncode == 0, f"{host}:\n{outs[host][-3000:]}"
+    digests = re.findall(r"rank=(\d) world_size=2 params_sha256=(\w+)", "".join(outs.values()))
+    assert len(digests) == 2 and digests[0][1] == digests[1][1]
+    assert (trees["algo-1"] / "model" / "model.onnx").is_file()
+    assert not any((trees["algo-2"] / "model").iterdir())  # rank 0 alone writes
+    assert len(METRIC_RE.findall(outs["algo-1"])) == 2 and not METRIC_RE.search(outs["algo-2"])
+
+
+def test_stopping_one_host_fails_the_other(tiny_data, tmp_path):
+    trees, env = two_hosts(tiny_data, tmp_path, {**HPS, "epochs": "200"})
+    names = {h: f"dogbreed-test-{h}-{uuid.uuid4().hex[:6]}" for h in trees}
+    procs = {h: run_train(trees[h], *add_hosts(*trees), name=names[h], env=env) for h in trees}
+    try:
+        deadline = time.monotonic() + 300
+        while not (trees["algo-1"] / "checkpoints" / "last.pt").exists():
+            assert time.monotonic() < deadline, "training never reached epoch 1"
+            assert procs["algo-1"].poll() is None, finish(procs["algo-1"])[-3000:]
+            time.sleep(1)
+        docker("kill", names["algo-2"], check=False)
+        start = time.monotonic()
+        out = finish(procs["algo-1"], timeout=240)
+        assert procs["algo-1"].returncode != 0, out[-2000:]
+        assert time.monotonic() - start < 240
+        assert (trees["algo-1"] / "output" / "failure").read_text().strip()
+    finally:
+        for name in names.values():
+            docker("rm", "-f", name, check=False, timeout=60)
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+
+
+def test_ec2_style_plain_flags(tiny_data, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    cmd = [
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "-v",
+        f"{tiny_data}:/data:ro",
+        "-v",
+        f"{out_dir}:/out",
+        TRAIN_IMAGE,
+        "train",
+        "--data",
+        "/data",
+        "--model-dir",
+        "/out/model",
+        "--output-dir",
+        "/out/output",
+        "--checkpoint-dir",
+        "/out/ckpt",
+        "--arch",
+        "resnet18",
+        "--weights",
+        "none",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert METRIC_RE.search(proc.stdout)
+    meta = json.loads((out_dir / "model" / "metadata.json").read_text())
+    assert meta["arch"] == "resnet18" and meta["num_classes"] == 2
