@@ -30,18 +30,19 @@ format: $(STAMP)  ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
-test: lint  ## lint, then the whole test suite
+test: lint build  ## lint, build both images, then the whole test suite
+	@containers/test-deps.sh
 	$(BIN)/pytest -q
 
-demo: $(STAMP)  ## synthetic data -> train on CPU -> classify held-out images
+demo: $(STAMP) build  ## the main job in containers: train image -> serve image -> classify
 	rm -rf $(WORK)/demo
-	$(BIN)/dogbreed data synth --out $(WORK)/demo/data --classes 5 --per-class 40 --seed 0
-	$(BIN)/dogbreed train --data $(WORK)/demo/data --model-dir $(WORK)/demo/model \
-	  --output-dir $(WORK)/demo/output --checkpoint-dir $(WORK)/demo/checkpoints \
-	  --arch resnet18 --weights none --epochs 3 --batch-size 16 --lr 0.003 --device cpu
-	$(BIN)/dogbreed predict --model-dir $(WORK)/demo/model $$(ls $(WORK)/demo/data/test/*/*.jpg | awk 'NR % 2 == 1')
-	@echo "model:   $(WORK)/demo/model  (model.onnx, model.pth, metadata.json)"
-	@echo "reports: $(WORK)/demo/output (metrics.json, training_curves.png, resources.png, confusions.json)"
+	$(BIN)/dogbreed data synth --out $(WORK)/demo/data --classes 5 --per-class 60 --seed 0
+	$(MAKE) --no-print-directory train-local OPT_ML=$(WORK)/demo/opt_ml DATA=$(WORK)/demo/data \
+	  HPS='{"arch": "resnet18", "weights": "none", "epochs": "3", "batch-size": "8", "lr": "0.001"}'
+	@containers/demo-serve.sh $(SERVE_IMAGE):latest $(WORK)/demo/opt_ml/model $(BIN)/dogbreed \
+	  $$(ls $(WORK)/demo/data/test/*/*.jpg | awk 'NR % 4 == 1')
+	@echo "model:   $(WORK)/demo/opt_ml/model  (model.onnx, model.pth, metadata.json)"
+	@echo "reports: $(WORK)/demo/opt_ml/output/data (metrics.json, training_curves.png, resources.png, confusions.json)"
 
 bench: $(STAMP)  ## training throughput: our loop vs the course loop
 	$(BIN)/python bench/train_throughput.py
@@ -72,3 +73,23 @@ build-train: engine build-ca  ## build the train image (torch, sagemaker-trainin
 
 build-serve: engine build-ca  ## build the serve image (Java, MMS, ONNX Runtime, dogbreed; no torch)
 	$(DOCKER_BUILD) -f containers/serve/Dockerfile -t $(SERVE_IMAGE):$(TAG) -t $(SERVE_IMAGE):latest .
+
+# ---- running the images locally ---------------------------------------------
+OPT_ML ?= $(WORK)/opt_ml
+DATA ?= $(WORK)/data
+HPS ?= {"arch": "resnet18", "weights": "none", "epochs": "2", "batch-size": "16"}
+PORT ?= 8080
+
+.PHONY: train-local serve-local push
+
+train-local: build-train  ## train image on synthetic data with a local /opt/ml tree (as SageMaker runs it)
+	@test -d $(DATA)/train || $(BIN)/dogbreed data synth --out $(DATA) --classes 5 --per-class 40
+	@containers/opt-ml.sh $(OPT_ML) $(DATA) '$(HPS)'
+	docker run --rm --network host -v $(abspath $(OPT_ML)):/opt/ml $(TRAIN_IMAGE):latest train
+
+serve-local: build-serve  ## serve image on the model of train-local, on port $(PORT) (Ctrl-C stops)
+	docker run --rm -it --network host -e SAGEMAKER_BIND_TO_PORT=$(PORT) \
+	  -v $(abspath $(OPT_ML))/model:/opt/ml/model:ro $(SERVE_IMAGE):latest serve
+
+push: build  ## push both images (ECR, or REGISTRY=host:port); IMAGES= picks some
+	containers/push.sh $(TAG) $(or $(IMAGES),$(TRAIN_IMAGE) $(SERVE_IMAGE))

@@ -145,6 +145,27 @@ def _add_serve(sub) -> None:
     )
 
 
+def _add_classify(sub) -> None:
+    classify = sub.add_parser(
+        "classify",
+        help="classify images through a running endpoint server's HTTP API",
+        description="POST each image to URL/invocations (as SageMaker's InvokeEndpoint does) "
+        "and print the breed.",
+    )
+    classify.add_argument(
+        "--url",
+        default="http://127.0.0.1:8080",
+        help="server base URL (default http://127.0.0.1:8080)",
+    )
+    classify.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        help="first wait up to this many seconds for GET /ping to answer 200",
+    )
+    classify.add_argument("images", nargs="+", type=Path, help="image files")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="dogbreed",
@@ -160,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_predict(sub)
     _add_serve(sub)
+    _add_classify(sub)
     return parser
 
 
@@ -226,7 +248,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"data": cmd_data, "train": cmd_train, "predict": cmd_predict, "serve": cmd_serve}
+def cmd_classify(args: argparse.Namespace) -> int:
+    from dogbreed.client import classify, wait_until_healthy
+
+    if args.wait:
+        waited = wait_until_healthy(args.url.rstrip("/"), args.wait)
+        log.info("%s healthy after %.1f s", args.url, waited)
+    for path in args.images:
+        answer = classify(args.url.rstrip("/"), path)
+        print(f"{path}: {answer['label']} (index {answer['index']}, p={answer['score']:.3f})")
+    return 0
+
+
+COMMANDS = {
+    "data": cmd_data,
+    "train": cmd_train,
+    "predict": cmd_predict,
+    "serve": cmd_serve,
+    "classify": cmd_classify,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -66,6 +66,8 @@ def gpu_count() -> int:
 
 def sagemaker_env() -> dict[str, str]:
     """SM_* variables as the sagemaker-training toolkit computes them (when installed)."""
+    # The toolkit logs every hyperparameter it cannot JSON-decode; not news to us.
+    logging.getLogger("sagemaker_training").setLevel(logging.WARNING)
     try:
         from sagemaker_training import environment as toolkit_env
 
