@@ -93,3 +93,11 @@ serve-local: build-serve  ## serve image on the model of train-local, on port $(
 
 push: build  ## push both images (ECR, or REGISTRY=host:port); IMAGES= picks some
 	containers/push.sh $(TAG) $(or $(IMAGES),$(TRAIN_IMAGE) $(SERVE_IMAGE))
+
+LAMBDA_ZIP ?= $(WORK)/lambda.zip
+
+.PHONY: lambda-zip
+lambda-zip:  ## the Lambda function's zip (one file, standard library + boto3)
+	@mkdir -p $(dir $(LAMBDA_ZIP))
+	@rm -f $(LAMBDA_ZIP) && $(PYTHON) -m zipfile -c $(LAMBDA_ZIP) src/dogbreed/lambda_function.py
+	@echo "$(LAMBDA_ZIP): $$(wc -c < $(LAMBDA_ZIP)) bytes"

@@ -166,6 +166,29 @@ def _add_classify(sub) -> None:
     classify.add_argument("images", nargs="+", type=Path, help="image files")
 
 
+def _add_lambda_local(sub) -> None:
+    local = sub.add_parser(
+        "lambda-local",
+        help="run the Lambda handler here against a model server",
+        description="Call the Lambda function's handler for each image, with boto3's "
+        "sagemaker-runtime client aimed at a loopback InvokeEndpoint twin that "
+        "forwards to the model server at --server: the path a request takes on AWS.",
+    )
+    local.add_argument(
+        "--server",
+        default="http://127.0.0.1:8080",
+        help="model server base URL (default http://127.0.0.1:8080)",
+    )
+    local.add_argument("--endpoint-name", default="dogbreed-local", help="endpoint name to use")
+    local.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        help="first wait up to this many seconds for the server's /ping",
+    )
+    local.add_argument("images", nargs="+", type=Path, help="image files")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="dogbreed",
@@ -182,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_serve(sub)
     _add_classify(sub)
+    _add_lambda_local(sub)
     return parser
 
 
@@ -257,6 +281,42 @@ def cmd_classify(args: argparse.Namespace) -> int:
     for path in args.images:
         answer = classify(args.url.rstrip("/"), path)
         print(f"{path}: {answer['label']} (index {answer['index']}, p={answer['score']:.3f})")
+    return 0
+
+
+def cmd_lambda_local(args: argparse.Namespace) -> int:
+    import base64
+    import os
+
+    from dogbreed.client import EndpointError, wait_until_healthy
+    from dogbreed.gateway import InvokeEndpointGateway
+
+    if args.wait:
+        wait_until_healthy(args.server.rstrip("/"), args.wait)
+    gateway = InvokeEndpointGateway({args.endpoint_name: args.server}).start()
+    os.environ.update(
+        {"ENDPOINT_NAME": args.endpoint_name, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": gateway.url}
+    )
+    for key, value in (
+        ("AWS_ACCESS_KEY_ID", "local"),
+        ("AWS_SECRET_ACCESS_KEY", "local"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        os.environ.setdefault(key, value)  # the twin checks no signature
+    from dogbreed.lambda_function import lambda_handler
+
+    try:
+        for path in args.images:
+            event = {"image_base64": base64.b64encode(path.read_bytes()).decode()}
+            answer = lambda_handler(event, None)
+            if "error" in answer:
+                raise EndpointError(f"{path}: {answer['statusCode']}: {answer['error']}")
+            print(
+                f"{path}: {answer['breed']} (index {answer['index']}, p={answer['score']:.3f})",
+                flush=True,
+            )
+    finally:
+        gateway.shutdown()
     return 0
 
 

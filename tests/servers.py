@@ -1,0 +1,113 @@
+"""Starting and stopping model servers for tests: natively or as the serve container."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from containers import SERVE_IMAGE
+
+START_TIMEOUT_S = 180
+
+
+def free_port() -> int:
+    """A free loopback port below 32768 (MMS refuses higher port numbers)."""
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
+
+
+def wait_for_ping(url: str, proc: subprocess.Popen, log: Path) -> float:
+    """Seconds until GET /ping answered 200; fails if the server died or never came up."""
+    start = time.monotonic()
+    while time.monotonic() - start < START_TIMEOUT_S:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                return time.monotonic() - start
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"no /ping 200 within {START_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (the toolkit forwards it to MMS), then the whole group if it lingers."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def start_native(model_dir: Path, tmp: Path) -> tuple[str, subprocess.Popen, Path]:
+    port = free_port()
+    log = tmp / "server.log"
+    env = {**os.environ, "LOG_LOCATION": str(tmp), "SAGEMAKER_MODEL_SERVER_WORKERS": "2"}
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dogbreed",
+                "serve",
+                "--model-dir",
+                str(model_dir),
+                "--port",
+                str(port),
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp,
+            start_new_session=True,
+        )
+    return f"http://127.0.0.1:{port}", proc, log
+
+
+def start_container(model_dir: Path, tmp: Path) -> tuple[str, subprocess.Popen, Path]:
+    """The serve image as SageMaker runs it: `docker run IMAGE serve`, model in /opt/ml/model."""
+    port = free_port()
+    model_dir.chmod(0o755)  # the image's non-root user reads it
+    log = tmp / "server.log"
+    name = f"dogbreed-test-serve-{port}"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--name",
+                name,
+                "--network",
+                "host",
+                f"--env=SAGEMAKER_BIND_TO_PORT={port}",
+                "--env=SAGEMAKER_MODEL_SERVER_WORKERS=2",
+                "-v",
+                f"{model_dir}:/opt/ml/model:ro",
+                SERVE_IMAGE,
+                "serve",
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    proc.container = name
+    return f"http://127.0.0.1:{port}", proc, log

@@ -1,0 +1,237 @@
+"""The Lambda handler end to end: boto3 -> InvokeEndpoint gateway -> the real model server.
+
+S3 reads go to moto's server on loopback. URL fetching is tested for what it
+must refuse (no test traffic leaves loopback).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+
+import boto3
+import pytest
+import requests
+
+from dogbreed import lambda_function
+from dogbreed.gateway import InvokeEndpointGateway
+from servers import free_port, start_native, stop, wait_for_ping
+
+ENDPOINT = "dogbreed-test"
+
+
+@pytest.fixture(scope="module")
+def model_server(trained, tmp_path_factory):
+    root, _ = trained
+    url, proc, log = start_native(root / "model", tmp_path_factory.mktemp("lambda-serve"))
+    try:
+        wait_for_ping(url, proc, log)
+        yield url
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def moto_url(tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"{url}/moto-api/", timeout=2)
+            break
+        except requests.RequestException:
+            time.sleep(0.3)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def aws(monkeypatch, model_server, moto_url):
+    """AWS settings of the function: endpoint name, SDK aimed at the loopback twins."""
+    gateway = InvokeEndpointGateway({ENDPOINT: model_server}).start()
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "ENDPOINT_NAME": ENDPOINT,
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": gateway.url,
+        "AWS_ENDPOINT_URL_S3": moto_url,
+    }.items():
+        monkeypatch.setenv(key, value)
+    lambda_function._clients.clear()  # a fresh Lambda container reads the settings anew
+    yield gateway
+    gateway.shutdown()
+    gateway.server_close()
+    lambda_function._clients.clear()
+
+
+def handle(event: dict) -> dict:
+    return lambda_function.lambda_handler(event, None)
+
+
+def jpeg(e2e_data, i: int = 0) -> tuple[bytes, str]:
+    path = sorted((e2e_data / "test").glob("*/*.jpg"))[i]
+    return path.read_bytes(), path.parent.name.split(".", 1)[1].replace("_", " ")
+
+
+def test_image_base64(aws, e2e_data, capsys):
+    data, breed = jpeg(e2e_data)
+    out = handle({"image_base64": base64.b64encode(data).decode()})
+    assert set(out) == {"breed", "index", "score", "top_k"}
+    assert out["breed"] == breed and out["top_k"][0]["label"] == breed
+    log = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert log["status"] == 200 and log["source"] == "base64" and log["bytes"] == len(data)
+
+
+def test_top_k_is_passed_on(aws, e2e_data):
+    data, _ = jpeg(e2e_data)
+    assert len(handle({"image_base64": base64.b64encode(data).decode(), "top_k": 2})["top_k"]) == 2
+
+
+def test_s3_uri(aws, e2e_data, moto_url):
+    data, breed = jpeg(e2e_data, 3)
+    s3 = boto3.client("s3", endpoint_url=moto_url)
+    s3.create_bucket(Bucket="dogs")
+    s3.put_object(Bucket="dogs", Key="in/dog.jpg", Body=data)
+    assert handle({"s3_uri": "s3://dogs/in/dog.jpg"})["breed"] == breed
+    missing = handle({"s3_uri": "s3://dogs/in/none.jpg"})
+    assert missing["statusCode"] == 400 and "cannot read" in missing["error"]
+
+
+@pytest.mark.parametrize("event_kind", ["rest", "http"])
+def test_api_gateway_proxy_events(aws, e2e_data, event_kind):
+    data, breed = jpeg(e2e_data, 5)
+    context = (
+        {"httpMethod": "POST"}
+        if event_kind == "rest"
+        else {"requestContext": {"http": {"method": "POST"}}}
+    )
+    image_event = {
+        **context,
+        "headers": {"Content-Type": "image/jpeg"},
+        "body": base64.b64encode(data).decode(),
+        "isBase64Encoded": True,
+    }
+    out = handle(image_event)
+    assert out["statusCode"] == 200 and out["headers"]["Content-Type"] == "application/json"
+    assert json.loads(out["body"])["breed"] == breed
+    json_event = {
+        **context,
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps({"image_base64": base64.b64encode(data).decode()}),
+        "isBase64Encoded": False,
+    }
+    assert json.loads(handle(json_event)["body"])["breed"] == breed
+    bad = handle({**context, "body": "not json", "isBase64Encoded": False})
+    assert bad["statusCode"] == 400 and "error" in json.loads(bad["body"])
+
+
+@pytest.mark.parametrize(
+    "event,status,message",
+    [
+        ({}, 400, "give one of"),
+        ({"image_base64": "!!!"}, 400, "not valid base64"),
+        ({"image_base64": base64.b64encode(b"not an image").decode()}, 400, "cannot decode"),
+        ({"image_base64": ""}, 400, "non-empty"),
+        ({"s3_uri": "dogs/key"}, 400, "s3://bucket/key"),
+        ({"url": "http://example.com/dog.jpg"}, 400, "only https"),
+        ({"url": "https://127.0.0.1/dog.jpg"}, 400, "refusing"),
+        ({"url": "https://localhost/dog.jpg"}, 400, "refusing"),
+        ({"url": "https://10.0.0.8/dog.jpg"}, 400, "refusing"),
+        ({"url": "https://169.254.169.254/latest/meta-data/"}, 400, "refusing"),
+        ({"url": "https://[::1]/dog.jpg"}, 400, "refusing"),
+        ({"url": "https://example.com:8443/dog.jpg"}, 400, "standard https port"),
+        ({"image_base64": "aGk=", "top_k": 0}, 400, "top_k"),
+    ],
+)
+def test_bad_input(aws, event, status, message):
+    out = handle(event)
+    assert out["statusCode"] == status and message in out["error"], out
+    assert set(out) == {"statusCode", "error"}
+
+
+def test_url_fetching_can_be_switched_off(aws, monkeypatch):
+    monkeypatch.setenv("ALLOW_URL_FETCH", "false")
+    out = handle({"url": "https://example.com/dog.jpg"})
+    assert out["statusCode"] == 400 and "switched off" in out["error"]
+
+
+def test_too_large(aws, e2e_data, monkeypatch):
+    data, _ = jpeg(e2e_data)
+    monkeypatch.setenv("MAX_IMAGE_BYTES", str(len(data) - 1))
+    out = handle({"image_base64": base64.b64encode(data).decode()})
+    assert out["statusCode"] == 413
+
+
+def test_unknown_endpoint_is_502(aws, e2e_data, monkeypatch):
+    monkeypatch.setenv("ENDPOINT_NAME", "no-such-endpoint")
+    data, _ = jpeg(e2e_data)
+    out = handle({"image_base64": base64.b64encode(data).decode()})
+    assert out == {"statusCode": 502, "error": "the endpoint failed to classify the image"}
+
+
+class SlowModel(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        time.sleep(3)
+        self.send_response(200)
+        self.end_headers()
+
+
+def test_endpoint_timeout_is_504(aws, e2e_data, monkeypatch):
+    slow = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowModel)
+    threading.Thread(target=slow.serve_forever, daemon=True).start()
+    gateway = InvokeEndpointGateway({"slow": f"http://127.0.0.1:{slow.server_address[1]}"})
+    gateway.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", gateway.url)
+    monkeypatch.setenv("ENDPOINT_NAME", "slow")
+    monkeypatch.setenv("ENDPOINT_TIMEOUT_S", "0.5")
+    lambda_function._clients.clear()
+    try:
+        data, _ = jpeg(e2e_data)
+        out = handle({"image_base64": base64.b64encode(data).decode()})
+        assert out == {"statusCode": 504, "error": "the endpoint did not answer in time"}
+    finally:
+        gateway.shutdown()
+        slow.shutdown()
+
+
+def test_lambda_zip_is_small_and_standalone(tmp_path):
+    proc = subprocess.run(
+        ["make", "--no-print-directory", "lambda-zip", f"LAMBDA_ZIP={tmp_path / 'f.zip'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    with zipfile.ZipFile(tmp_path / "f.zip") as zf:
+        assert zf.namelist() == ["lambda_function.py"]
+        source = zf.read("lambda_function.py").decode()
+    assert (tmp_path / "f.zip").stat().st_size < 10_000
+    assert "import numpy" not in source and "from dogbreed" not in source
+
+
+def test_lambda_local_cli(model_server, e2e_data):
+    from conftest import run_cli
+
+    data_path = sorted((e2e_data / "test").glob("*/*.jpg"))[0]
+    proc = run_cli("lambda-local", "--server", model_server, data_path, check=True)
+    breed = data_path.parent.name.split(".", 1)[1].replace("_", " ")
+    assert f"{data_path}: {breed} (index" in proc.stdout
