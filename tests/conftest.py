@@ -6,11 +6,14 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from dogbreed.synth import synthesize
+from servers import free_port
 
 # The end-to-end training recipe: learnable in 3 CPU epochs from random weights.
 E2E_CLASSES = 5
@@ -110,3 +113,26 @@ TINY_TRAIN_FLAGS = [
     "--workers",
     "0",
 ]
+
+
+@pytest.fixture(scope="session")
+def moto_url(tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"{url}/moto-api/", timeout=2)
+            break
+        except requests.RequestException:
+            time.sleep(0.3)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)

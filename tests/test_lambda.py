@@ -10,18 +10,16 @@ import base64
 import http.server
 import json
 import subprocess
-import sys
 import threading
 import time
 import zipfile
 
 import boto3
 import pytest
-import requests
 
 from dogbreed import lambda_function
 from dogbreed.gateway import InvokeEndpointGateway
-from servers import free_port, start_native, stop, wait_for_ping
+from servers import start_native, stop, wait_for_ping
 
 ENDPOINT = "dogbreed-test"
 
@@ -35,29 +33,6 @@ def model_server(trained, tmp_path_factory):
         yield url
     finally:
         stop(proc)
-
-
-@pytest.fixture(scope="module")
-def moto_url(tmp_path_factory):
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"{url}/moto-api/", timeout=2)
-            break
-        except requests.RequestException:
-            time.sleep(0.3)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
 
 
 @pytest.fixture

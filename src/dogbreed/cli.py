@@ -189,6 +189,87 @@ def _add_lambda_local(sub) -> None:
     local.add_argument("images", nargs="+", type=Path, help="image files")
 
 
+def _kv(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return key, value
+
+
+def _add_aws(sub) -> None:
+    aws = sub.add_parser(
+        "aws",
+        help="create and manage the AWS side (IAM, jobs, endpoint, Lambda)",
+        description="Idempotent AWS operations for deployment --name N (every resource name "
+        "derives from N). Defaults come from dogbreed-aws.json (or --config); "
+        "flags override them. --dry-run prints the API requests instead.",
+    )
+    verbs = aws.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=Parser)
+
+    def verb(name: str, help_text: str, needs_name: bool = True) -> argparse.ArgumentParser:
+        p = verbs.add_parser(name, help=help_text, description=help_text)
+        if needs_name:
+            p.add_argument("--name", required=True, help="deployment name N")
+        p.add_argument(
+            "--config",
+            type=Path,
+            default=None,
+            help="settings file (default ./dogbreed-aws.json when present)",
+        )
+        p.add_argument("--region", default=None, help="AWS region (default: configuration)")
+        p.add_argument("--dry-run", action="store_true", help="print the API requests only")
+        return p
+
+    verb("iam", "two least-privilege roles: SageMaker execution and Lambda")
+    train = verb("train", "CreateTrainingJob with the train image")
+    train.add_argument("--image", required=True, help="train image URI")
+    train.add_argument("--data", help="s3:// URI of the dataset (training channel)")
+    train.add_argument("--output", help="s3:// URI for model artifacts")
+    train.add_argument("--instance-type", help="e.g. ml.g5.xlarge")
+    train.add_argument("--instance-count", type=int, help="2 or more: one distributed job")
+    train.add_argument("--spot", action="store_true", help="managed spot training")
+    train.add_argument(
+        "--hp",
+        type=_kv,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="hyperparameter (repeatable)",
+    )
+    train.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    train.add_argument("--timeout", type=float, default=86400, help="--wait limit, seconds")
+    tune = verb("tune", "CreateHyperParameterTuningJob over lr and batch size (max val_acc)")
+    tune.add_argument("--image", required=True, help="train image URI")
+    tune.add_argument("--max-jobs", type=int, help="training jobs in all")
+    tune.add_argument("--parallel-jobs", type=int, help="training jobs at once")
+    deploy = verb("deploy", "model, endpoint config and endpoint (created or updated)")
+    deploy.add_argument("--image", required=True, help="serve image URI")
+    deploy.add_argument("--model-data", required=True, help="s3://.../model.tar.gz")
+    deploy.add_argument("--instance-type", help="e.g. ml.m5.large")
+    deploy.add_argument(
+        "--wait-timeout", type=float, default=1800, help="seconds to wait for InService"
+    )
+    scale = verb("autoscale", "target tracking on invocations per instance")
+    scale.add_argument("--min", type=int, help="minimum instances")
+    scale.add_argument("--max", type=int, help="maximum instances")
+    scale.add_argument("--target", type=float, help="invocations per instance per minute")
+    scale.add_argument("--scale-in-cooldown", type=int, help="seconds")
+    scale.add_argument("--scale-out-cooldown", type=int, help="seconds")
+    lam = verb("lambda", "the Lambda function, version, alias 'live' and concurrency")
+    lam.add_argument("--zip", type=Path, help="function zip (default: built on the fly)")
+    lam.add_argument("--reserved", type=int, help="reserved concurrency")
+    lam.add_argument("--provisioned", type=int, help="provisioned concurrency on 'live'")
+    invoke = verb("invoke", "classify an image through the Lambda (or --endpoint)")
+    invoke.add_argument("image", type=Path, help="image file")
+    invoke.add_argument("--endpoint", action="store_true", help="call the endpoint directly")
+    verb("down", "delete what the commands above created for N, and nothing else")
+    upload = verb(
+        "upload-data", "put a dataset tree in S3 (skips files already there)", needs_name=False
+    )
+    upload.add_argument("local", type=Path, help="dataset directory")
+    upload.add_argument("uri", help="s3://bucket/prefix")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="dogbreed",
@@ -206,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_classify(sub)
     _add_lambda_local(sub)
+    _add_aws(sub)
     return parser
 
 
@@ -320,12 +402,72 @@ def cmd_lambda_local(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_aws(args: argparse.Namespace) -> int:
+    from dogbreed import awsops
+
+    config = awsops.load_config(args.config)
+    if args.region:
+        config["region"] = args.region
+    for key in ("data", "output"):
+        if getattr(args, key, None):
+            config[key] = getattr(args, key)
+    ctx = awsops.Ctx(awsops.Names(getattr(args, "name", None) or "-"), config, args.dry_run)
+    verb = args.verb
+    if verb == "iam":
+        awsops.cmd_iam(ctx)
+    elif verb == "train":
+        awsops.cmd_train(
+            ctx,
+            args.image,
+            args.instance_type,
+            args.instance_count,
+            args.spot,
+            dict(args.hp),
+            args.wait,
+            args.timeout,
+        )
+    elif verb == "tune":
+        awsops.cmd_tune(ctx, args.image, args.max_jobs, args.parallel_jobs)
+    elif verb == "deploy":
+        awsops.cmd_deploy(ctx, args.image, args.model_data, args.instance_type, args.wait_timeout)
+    elif verb == "autoscale":
+        a = config["autoscale"]
+        pick = lambda flag, key: a[key] if flag is None else flag  # noqa: E731
+        awsops.cmd_autoscale(
+            ctx,
+            pick(args.min, "min"),
+            pick(args.max, "max"),
+            pick(args.target, "target"),
+            pick(args.scale_in_cooldown, "scale_in_cooldown"),
+            pick(args.scale_out_cooldown, "scale_out_cooldown"),
+        )
+    elif verb == "lambda":
+        lam = config["lambda"]
+        zip_bytes = args.zip.read_bytes() if args.zip else awsops.lambda_zip()
+        awsops.cmd_lambda(
+            ctx,
+            zip_bytes,
+            lam["reserved"] if args.reserved is None else args.reserved,
+            lam["provisioned"] if args.provisioned is None else args.provisioned,
+        )
+    elif verb == "invoke":
+        answer = awsops.cmd_invoke(ctx, args.image, args.endpoint)
+        print(f"{args.image}: {answer['breed']} (index {answer['index']}, p={answer['score']:.3f})")
+    elif verb == "down":
+        awsops.cmd_down(ctx)
+    else:
+        awsops.cmd_upload_data(ctx, args.local, args.uri, progress=sys.stderr.isatty())
+    return 0
+
+
 COMMANDS = {
     "data": cmd_data,
     "train": cmd_train,
     "predict": cmd_predict,
     "serve": cmd_serve,
     "classify": cmd_classify,
+    "lambda-local": cmd_lambda_local,
+    "aws": cmd_aws,
 }
 
 

@@ -1,0 +1,338 @@
+"""`dogbreed aws ...` against moto's server (real HTTP on loopback), checked by describe calls."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from conftest import run_cli
+from dogbreed import awsops, iam
+
+ACCOUNT = "123456789012"  # moto's account
+REGION = "us-east-1"
+IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-train:abc1234"
+SERVE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-serve:abc1234"
+CONFIG = {
+    "data": "s3://dogs-bucket/dogImages",
+    "output": "s3://dogs-bucket/output",
+    "checkpoints": "s3://dogs-bucket/checkpoints",
+}
+
+
+@pytest.fixture
+def aws_env(moto_url, tmp_path, monkeypatch):
+    env = {
+        "AWS_ENDPOINT_URL": moto_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    config = tmp_path / "aws.json"
+    config.write_text(json.dumps({**CONFIG, "region": REGION}))
+    return env, config
+
+
+def aws(env_config, *args: str, check: bool = True):
+    env, config = env_config
+    verb, rest = args[0], args[1:]
+    return run_cli("aws", verb, "--config", str(config), *rest, env=env, check=check, timeout=300)
+
+
+def dry_request(output: str, operation: str) -> dict:
+    """The parameters of `operation` as a --dry-run printed them."""
+    return json.loads(output.split(f"{operation} ")[1].splitlines()[0])
+
+
+def unique() -> str:
+    return f"Dog{uuid.uuid4().hex[:6]}"  # upper case on purpose: IAM wants endpoint/dog...
+
+
+def test_iam_roles_are_least_privilege_and_idempotent(aws_env):
+    name = unique()
+    first = aws(aws_env, "iam", "--name", name).stdout
+    assert f"created role {name}-sagemaker-execution" in first
+    second = aws(aws_env, "iam", "--name", name).stdout
+    assert "created" not in second and second.count("unchanged") == 2
+    client = boto3.client("iam")
+    sm = client.get_role_policy(
+        RoleName=f"{name}-sagemaker-execution", PolicyName=f"{name}-sagemaker-execution"
+    )["PolicyDocument"]
+    lam = client.get_role_policy(RoleName=f"{name}-lambda", PolicyName=f"{name}-lambda")[
+        "PolicyDocument"
+    ]
+    assert sm == iam.sagemaker_policy(
+        REGION,
+        ACCOUNT,
+        CONFIG["data"],
+        CONFIG["output"],
+        CONFIG["checkpoints"],
+        ["dogbreed-train", "dogbreed-serve"],
+    )
+    assert lam == iam.lambda_policy(REGION, ACCOUNT, name, name)
+    invoke = [s for s in lam["Statement"] if s["Action"] == ["sagemaker:InvokeEndpoint"]]
+    assert invoke[0]["Resource"] == f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{name.lower()}"
+    for doc in (sm, lam):
+        for statement in doc["Statement"]:
+            actions = (
+                statement["Action"]
+                if isinstance(statement["Action"], list)
+                else [statement["Action"]]
+            )
+            assert all("*" not in a for a in actions), statement
+    for role in (f"{name}-sagemaker-execution", f"{name}-lambda"):
+        assert client.list_attached_role_policies(RoleName=role)["AttachedPolicies"] == []
+    trust = client.get_role(RoleName=f"{name}-lambda")["Role"]["AssumeRolePolicyDocument"]
+    assert trust["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+
+
+def test_policies_pass_the_parliament_linter():
+    parliament = pytest.importorskip("parliament")
+    for doc in (
+        iam.sagemaker_policy(
+            REGION,
+            ACCOUNT,
+            CONFIG["data"],
+            CONFIG["output"],
+            CONFIG["checkpoints"],
+            ["dogbreed-train", "dogbreed-serve"],
+        ),
+        iam.lambda_policy(REGION, ACCOUNT, "dogs", "Dogs", "s3://in-bucket/uploads"),
+    ):
+        findings = parliament.analyze_policy_string(json.dumps(doc)).findings
+        assert findings == [], [(f.issue, f.detail) for f in findings]
+
+
+def test_training_job_spec(aws_env):
+    name = unique()
+    aws(aws_env, "iam", "--name", name)
+    args = [
+        "train",
+        "--name",
+        name,
+        "--image",
+        IMAGE,
+        "--instance-count",
+        "2",
+        "--spot",
+        "--hp",
+        "epochs=3",
+        "--hp",
+        "lr=0.01",
+    ]
+    out = aws(aws_env, *args).stdout
+    job = out.split("created training job ")[1].split()[0]
+    assert "unchanged" in aws(aws_env, *args).stdout
+    sm = boto3.client("sagemaker")
+    spec = sm.describe_training_job(TrainingJobName=job)
+    assert spec["AlgorithmSpecification"]["TrainingImage"] == IMAGE
+    assert spec["ResourceConfig"]["InstanceCount"] == 2
+    assert spec["HyperParameters"] == {
+        "arch": "resnet50",
+        "epochs": "3",
+        "batch-size": "64",
+        "lr": "0.01",
+    }
+    assert spec["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
+    assert spec["CheckpointConfig"]["S3Uri"].startswith(f"{CONFIG['checkpoints']}/{name}/")
+    assert spec["EnableManagedSpotTraining"] is True
+    assert (
+        spec["StoppingCondition"]["MaxWaitTimeInSeconds"]
+        >= spec["StoppingCondition"]["MaxRuntimeInSeconds"]
+    )
+    # moto answers canned MetricDefinitions: read what we send from the dry run instead.
+    dry = aws(aws_env, *args, "--dry-run").stdout
+    request = json.loads(dry.split("sagemaker.create_training_job ")[1].splitlines()[0])
+    metrics = {
+        m["Name"]: m["Regex"] for m in request["AlgorithmSpecification"]["MetricDefinitions"]
+    }
+    line = "epoch=3 train_loss=0.4100 val_loss=0.5200 val_acc=0.8740 images_per_s=812.5"
+    assert re.search(metrics["val_acc"], line).group(1) == "0.8740"
+    assert re.search(metrics["images_per_s"], line).group(1) == "812.5"
+    assert re.search(metrics["test_acc"], "test_loss=0.5 test_acc=0.8612").group(1) == "0.8612"
+    assert request["TrainingJobName"] == job
+    assert spec["RoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/{name}-sagemaker-execution"
+    jobs = sm.list_training_jobs(NameContains=name)["TrainingJobSummaries"]
+    assert len(jobs) == 1
+
+
+def test_tuning_job_spec(aws_env):
+    name = unique()
+    out = aws(
+        aws_env, "tune", "--name", name, "--image", IMAGE, "--max-jobs", "6", "--parallel-jobs", "3"
+    ).stdout
+    job = out.split("created tuning job ")[1].split()[0]
+    assert len(job) <= 32
+    spec = boto3.client("sagemaker").describe_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=job
+    )
+    config = spec["HyperParameterTuningJobConfig"]
+    assert config["HyperParameterTuningJobObjective"] == {
+        "Type": "Maximize",
+        "MetricName": "val_acc",
+    }
+    assert config["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 6
+    assert config["ResourceLimits"]["MaxParallelTrainingJobs"] == 3
+    ranges = config["ParameterRanges"]
+    assert ranges["ContinuousParameterRanges"][0]["Name"] == "lr"
+    assert ranges["ContinuousParameterRanges"][0]["ScalingType"] == "Logarithmic"
+    assert ranges["CategoricalParameterRanges"][0] == {
+        "Name": "batch-size",
+        "Values": ["32", "64", "128", "256"],
+    }
+
+
+def test_deploy_autoscale_lambda_then_down(aws_env):
+    name = unique()
+    aws(aws_env, "iam", "--name", name)
+    model_data = "s3://dogs-bucket/output/job/output/model.tar.gz"
+    deploy = ["deploy", "--name", name, "--image", SERVE, "--model-data", model_data]
+    assert f"created endpoint {name}" in aws(aws_env, *deploy).stdout
+    assert aws(aws_env, *deploy).stdout.count("unchanged") == 3
+    sm = boto3.client("sagemaker")
+    endpoint = sm.describe_endpoint(EndpointName=name)
+    config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    variant = config["ProductionVariants"][0]
+    assert variant["VariantName"] == "AllTraffic" and variant["InstanceType"] == "ml.m5.large"
+    model = sm.describe_model(ModelName=variant["ModelName"])
+    assert model["PrimaryContainer"]["ModelDataUrl"] == model_data
+    # moto does not keep EnableNetworkIsolation: check the request we send.
+    sent = dry_request(aws(aws_env, *deploy, "--dry-run").stdout, "sagemaker.create_model")
+    assert sent["EnableNetworkIsolation"] is True and sent["ModelName"] == variant["ModelName"]
+
+    scale = ["autoscale", "--name", name, "--min", "1", "--max", "2", "--target", "70"]
+    assert "registered scalable target" in aws(aws_env, *scale).stdout
+    assert aws(aws_env, *scale).stdout.count("unchanged") == 2
+    aas = boto3.client("application-autoscaling")
+    target = aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    mine = [t for t in target if t["ResourceId"] == f"endpoint/{name}/variant/AllTraffic"]
+    assert (mine[0]["MinCapacity"], mine[0]["MaxCapacity"]) == (1, 2)
+    policy = aas.describe_scaling_policies(
+        ServiceNamespace="sagemaker", ResourceId=mine[0]["ResourceId"]
+    )["ScalingPolicies"][0]
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert (tracking["ScaleInCooldown"], tracking["ScaleOutCooldown"]) == (300, 30)
+    assert (
+        tracking["PredefinedMetricSpecification"]["PredefinedMetricType"]
+        == "SageMakerVariantInvocationsPerInstance"
+    )
+
+    # moto has no provisioned-concurrency call: checked against botocore's model below.
+    lam_args = ["lambda", "--name", name, "--reserved", "5", "--provisioned", "0"]
+    assert "created function" in aws(aws_env, *lam_args).stdout
+    again = aws(aws_env, *lam_args).stdout
+    assert "unchanged" in again and "published" not in again
+    lam = boto3.client("lambda")
+    assert lam.get_function_concurrency(FunctionName=name)["ReservedConcurrentExecutions"] == 5
+    alias = lam.get_alias(FunctionName=name, Name="live")
+    assert alias["FunctionVersion"] == "1"
+    conf = lam.get_function_configuration(FunctionName=name)
+    assert conf["Environment"]["Variables"]["ENDPOINT_NAME"] == name
+    assert conf["Role"] == f"arn:aws:iam::{ACCOUNT}:role/{name}-lambda"
+
+    other = unique()  # another deployment's resources must survive `down`
+    aws(aws_env, "iam", "--name", other)
+    down = aws(aws_env, "down", "--name", name).stdout
+    assert "deleted" in down
+    assert sm.list_endpoints(NameContains=name)["Endpoints"] == []
+    assert [c for c in sm.list_endpoint_configs(NameContains=name)["EndpointConfigs"]] == []
+    assert [m for m in sm.list_models(NameContains=name)["Models"]] == []
+    assert not [f for f in lam.list_functions()["Functions"] if f["FunctionName"] == name]
+    roles = {r["RoleName"] for r in boto3.client("iam").list_roles()["Roles"]}
+    assert not {f"{name}-lambda", f"{name}-sagemaker-execution"} & roles
+    assert {f"{other}-lambda", f"{other}-sagemaker-execution"} <= roles
+    assert (
+        aas.describe_scalable_targets(
+            ServiceNamespace="sagemaker", ResourceIds=[mine[0]["ResourceId"]]
+        )["ScalableTargets"]
+        == []
+    )
+    assert "deleted" not in aws(aws_env, "down", "--name", name).stdout  # nothing left
+
+
+def test_provisioned_concurrency_request_fits_the_service_model():
+    client = boto3.client(
+        "lambda", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="y"
+    )
+    ctx = awsops.Ctx(awsops.Names("dogs"), awsops.load_config(None))
+    ctx._clients["lambda"] = client
+    with Stubber(client) as stub:
+        stub.add_response(
+            "get_function_concurrency",
+            {"ReservedConcurrentExecutions": 5},
+            {"FunctionName": "dogs"},
+        )
+        stub.add_response(
+            "put_provisioned_concurrency_config",
+            {"RequestedProvisionedConcurrentExecutions": 2, "Status": "IN_PROGRESS"},
+            {"FunctionName": "dogs", "Qualifier": "live", "ProvisionedConcurrentExecutions": 2},
+        )
+        awsops._concurrency(ctx, reserved=5, provisioned=2)
+        stub.assert_no_pending_responses()
+
+
+def test_upload_data_is_idempotent(aws_env, tiny_data):
+    boto3.client("s3").create_bucket(Bucket="upload-bucket")
+    first = aws(aws_env, "upload-data", str(tiny_data), "s3://upload-bucket/sets/tiny").stdout
+    count = len(list(tiny_data.rglob("*.jpg")))
+    assert f"uploaded {count} of {count} files" in first
+    keys = boto3.client("s3").list_objects_v2(Bucket="upload-bucket")["Contents"]
+    assert len(keys) == count and all(k["Key"].startswith("sets/tiny/") for k in keys)
+    assert (
+        f"uploaded 0 of {count} files"
+        in aws(aws_env, "upload-data", str(tiny_data), "s3://upload-bucket/sets/tiny").stdout
+    )
+
+
+def test_dry_run_sends_nothing(aws_env):
+    name = unique()
+    out = aws(aws_env, "iam", "--name", name, "--dry-run").stdout
+    assert "iam.create_role" in out and "(dry run) created role" in out
+    roles = {r["RoleName"] for r in boto3.client("iam").list_roles()["Roles"]}
+    assert f"{name}-lambda" not in roles
+
+
+def test_redeploy_updates_the_endpoint_request():
+    """moto has no UpdateEndpoint: the request is checked against botocore's model."""
+    sm = boto3.client(
+        "sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="y"
+    )
+    ctx = awsops.Ctx(awsops.Names("dogs"), awsops.load_config(None))
+    ctx._clients["sagemaker"] = sm
+    ctx._identity = (ACCOUNT, REGION)
+    endpoint = {
+        "EndpointName": "dogs",
+        "EndpointArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/dogs",
+        "EndpointStatus": "InService",
+        "CreationTime": "2026-01-01",
+        "LastModifiedTime": "2026-01-01",
+    }
+    with Stubber(sm) as stub:
+        stub.add_response(
+            "describe_model",
+            {
+                "ModelName": "m",
+                "ModelArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/m",
+                "CreationTime": "2026-01-01",
+            },
+        )
+        stub.add_client_error(
+            "describe_endpoint_config",
+            "ValidationException",
+            "Could not find endpoint configuration",
+        )
+        stub.add_response(
+            "create_endpoint_config",
+            {"EndpointConfigArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/c"},
+        )
+        stub.add_response("describe_endpoint", {**endpoint, "EndpointConfigName": "dogs-0000"})
+        stub.add_response("update_endpoint", {"EndpointArn": endpoint["EndpointArn"]})
+        stub.add_response("describe_endpoint", {**endpoint, "EndpointConfigName": "dogs-1111"})
+        awsops.cmd_deploy(ctx, SERVE, "s3://b/model.tar.gz", None, wait_s=5)
+        stub.assert_no_pending_responses()
