@@ -210,3 +210,24 @@ def test_lambda_local_cli(model_server, e2e_data):
     proc = run_cli("lambda-local", "--server", model_server, data_path, check=True)
     breed = data_path.parent.name.split(".", 1)[1].replace("_", " ")
     assert f"{data_path}: {breed} (index" in proc.stdout
+
+
+def test_aws_invoke_endpoint(aws, e2e_data):
+    from conftest import run_cli
+
+    path = sorted((e2e_data / "test").glob("*/*.jpg"))[2]
+    env = {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": aws.url}
+    proc = run_cli(
+        "aws",
+        "invoke",
+        "--name",
+        ENDPOINT,
+        "--endpoint",
+        "--region",
+        "us-east-1",
+        path,
+        env=env,
+        check=True,
+    )
+    breed = path.parent.name.split(".", 1)[1].replace("_", " ")
+    assert proc.stdout.startswith(f"{path}: {breed} (index")

@@ -85,3 +85,5 @@ def test_push_then_pull_by_digest(registry):
         )
     finally:
         docker("rmi", ref, check=False)
+        for local in ("dogbreed-train", "dogbreed-serve"):  # the tags `make push` added
+            docker("rmi", f"{local}:citest", check=False)
