@@ -72,3 +72,19 @@ def test_imagenet_weights_without_network_fail_in_one_line(tmp_path, tiny_data):
     assert proc.returncode == 4
     error = [line for line in proc.stderr.splitlines() if "error" in line]
     assert len(error) == 1 and "--weights FILE" in error[0]
+
+
+def test_fast_frozen_backbone_gives_the_same_logits():
+    model = build_model("resnet18", classes=3, weights="none", frozen=True).eval()
+    keys = list(model.state_dict())
+    x = torch.randn(3, 3, 224, 224)
+    with torch.no_grad():
+        expected = model(x)
+        model.speed_up_frozen_backbone(torch.device("cpu"))
+        got = model(x)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert list(model.state_dict()) == keys  # exports and checkpoints see the same model
+    model.train()
+    loss = model(x).sum()
+    loss.backward()
+    assert model.head.weight.grad is not None

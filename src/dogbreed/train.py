@@ -286,6 +286,7 @@ def _run(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     state = restore(cfg, d, model, optimizer, scheduler, classes)
+    model.speed_up_frozen_backbone(device)
     workers = cfg.workers if cfg.workers is not None else default_workers(device)
     if d.is_main:
         log.info(
