@@ -269,3 +269,19 @@ def test_too_many_unreadable_images_fail_the_run(tiny_data, tmp_path):
     )
     assert proc.returncode == 3
     assert "could not be decoded" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_early_stopping(tiny_data, tmp_path):
+    # A frozen backbone (weights from a file) and a learning rate too small to move the
+    # head: val_acc cannot improve after epoch 1.
+    import torchvision
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    flags = [str(weights) if f == "none" else f for f in TINY_TRAIN_FLAGS]
+    args = ["--epochs", "6", "--patience", "1", "--lr", "1e-12"]
+    proc = run_cli("train", "--data", tiny_data, *train_dirs(tmp_path), *flags, *args, check=True)
+    assert [int(e[0]) for e in METRIC_RE.findall(proc.stdout)] == [1, 2]
+    assert "early stop" in proc.stderr
+    metrics = json.loads((tmp_path / "output" / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2 and metrics["best_epoch"] == 1
