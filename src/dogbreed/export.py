@@ -39,6 +39,7 @@ def package_versions() -> dict[str, str]:
 def export_onnx(model: Classifier, path: Path) -> None:
     """Export with a dynamic batch axis, then prove ONNX Runtime agrees with torch."""
     model = model.cpu().eval()
+    model.drop_fast_backbone()
     example = torch.randn(2, 3, CROP, CROP)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):

@@ -69,6 +69,10 @@ class Classifier(nn.Module):
 
         object.__setattr__(self, "_fast_backbone", run)
 
+    def drop_fast_backbone(self) -> None:
+        """Back to the plain backbone (exporters need the module, not the traced copy)."""
+        object.__setattr__(self, "_fast_backbone", None)
+
 
 def available_archs() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
