@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,21 +31,11 @@ import numpy as np
 import psutil
 import requests
 
+from dogbreed.serve import free_port
+
 HERE = Path(__file__).resolve().parent
 LEVELS = (1, 2, 4, 8)
 MMS_CLASS = "com.amazonaws.ml.mms.ModelServer"
-
-
-def free_port() -> int:
-    for _ in range(100):
-        port = random.randrange(20000, 32000)  # MMS refuses ports above 32767
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def make_model_dir(root: Path) -> Path:

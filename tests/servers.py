@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,22 +12,9 @@ from pathlib import Path
 import requests
 
 from containers import SERVE_IMAGE
+from dogbreed.serve import free_port
 
 START_TIMEOUT_S = 180
-
-
-def free_port() -> int:
-    """A free loopback port below 32768 (MMS refuses higher port numbers)."""
-    rng = random.Random()
-    for _ in range(100):
-        port = rng.randrange(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port found")
 
 
 def wait_for_ping(url: str, proc: subprocess.Popen, log: Path) -> float:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -66,6 +68,20 @@ def server_environment(
     bindir = str(Path(sys.executable).parent)
     out["PATH"] = bindir + os.pathsep + out.get("PATH", "")
     return out
+
+
+def free_port(low: int = 20000, high: int = 32000) -> int:
+    """A free loopback port. MMS refuses port numbers above 32767, so stay below."""
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {low}-{high}")
 
 
 def check_model_dir(model_dir: Path) -> None:
