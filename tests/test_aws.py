@@ -94,6 +94,7 @@ def test_iam_roles_are_least_privilege_and_idempotent(aws_env):
 
 def test_policies_pass_the_parliament_linter():
     import parliament  # a real IAM policy linter
+
     for doc in (
         iam.sagemaker_policy(
             REGION,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from containers import TRAIN_IMAGE, add_hosts, docker, image_present, opt_ml
+from containers import SERVE_IMAGE, TRAIN_IMAGE, add_hosts, docker, image_present, opt_ml
 
 pytestmark = pytest.mark.skipif(
     not image_present(TRAIN_IMAGE), reason=f"{TRAIN_IMAGE} not built (make build)"
@@ -182,3 +182,27 @@ def test_ec2_style_plain_flags(tiny_data, tmp_path):
     assert METRIC_RE.search(proc.stdout)
     meta = json.loads((out_dir / "model" / "metadata.json").read_text())
     assert meta["arch"] == "resnet18" and meta["num_classes"] == 2
+
+
+def test_serve_image_runs_as_non_root():
+    if not image_present(SERVE_IMAGE):
+        pytest.fail(f"{SERVE_IMAGE} not built")
+    uid = docker("run", "--rm", "--network", "host", SERVE_IMAGE, "id", "-u").stdout.strip()
+    assert uid not in ("", "0")
+    labels = json.loads(
+        docker("image", "inspect", "--format", "{{json .Config.Labels}}", SERVE_IMAGE).stdout
+    )
+    assert labels["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"] == "true"
+    assert (
+        docker(
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            SERVE_IMAGE,
+            "python",
+            "-c",
+            "import importlib.util as u; print(u.find_spec('torch') is None)",
+        ).stdout.strip()
+        == "True"
+    )  # no torch in the serve image

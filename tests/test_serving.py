@@ -40,13 +40,6 @@ def server(request, trained, tmp_path_factory):
         stop(proc)
 
 
-def test_container_runs_as_non_root(server, request):
-    if "container" not in request.node.callspec.id:
-        pytest.skip("container only")
-    name = f"dogbreed-test-serve-{server[0].rsplit(':', 1)[1]}"
-    assert docker("exec", name, "id", "-u").stdout.strip() != "0"
-
-
 def invoke(url: str, body: bytes | str, content_type: str, **headers) -> requests.Response:
     return requests.post(
         f"{url}/invocations",
