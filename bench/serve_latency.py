@@ -31,6 +31,7 @@ import numpy as np
 import psutil
 import requests
 
+from dogbreed.client import EndpointError, wait_until_healthy
 from dogbreed.serve import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -112,17 +113,10 @@ class Server:
             )
 
     def wait(self, timeout: float = 180) -> float:
-        start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError((self.logdir / "out.log").read_text()[-2000:])
-            try:
-                if requests.get(f"{self.url}/ping", timeout=2).status_code == 200:
-                    return time.monotonic() - start
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("server did not come up")
+        try:
+            return wait_until_healthy(self.url, timeout, alive=lambda: self.proc.poll() is None)
+        except EndpointError as exc:
+            raise RuntimeError(f"{exc}\n{(self.logdir / 'out.log').read_text()[-2000:]}") from None
 
     def rss_mb(self) -> float:
         return mms_rss_mb()

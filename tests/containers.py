@@ -1,4 +1,4 @@
-"""Helpers for tests that run the images on the Docker engine (host networking only)."""
+"""Test helpers: running the images on the Docker engine, and SageMaker's /opt/ml tree."""
 
 from __future__ import annotations
 

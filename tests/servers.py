@@ -6,12 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import requests
-
 from containers import SERVE_IMAGE
+from dogbreed.client import EndpointError, wait_until_healthy
 from dogbreed.serve import free_port
 
 START_TIMEOUT_S = 180
@@ -19,17 +17,10 @@ START_TIMEOUT_S = 180
 
 def wait_for_ping(url: str, proc: subprocess.Popen, log: Path) -> float:
     """Seconds until GET /ping answered 200; fails if the server died or never came up."""
-    start = time.monotonic()
-    while time.monotonic() - start < START_TIMEOUT_S:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                return time.monotonic() - start
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"no /ping 200 within {START_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")
+    try:
+        return wait_until_healthy(url, START_TIMEOUT_S, alive=lambda: proc.poll() is None)
+    except EndpointError as exc:
+        raise AssertionError(f"{exc}:\n{log.read_text()[-3000:]}") from None
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -50,6 +50,17 @@ def dry_request(output: str, operation: str) -> dict:
     return json.loads(output.split(f"{operation} ")[1].splitlines()[0])
 
 
+def offline_ctx(service: str) -> tuple[awsops.Ctx, object]:
+    """A context for deployment 'dogs' whose `service` client a botocore Stubber will answer."""
+    client = boto3.client(
+        service, region_name=REGION, aws_access_key_id="x", aws_secret_access_key="y"
+    )
+    ctx = awsops.Ctx(awsops.Names("dogs"), awsops.load_config(None))
+    ctx._clients[service] = client
+    ctx._identity = (ACCOUNT, REGION)
+    return ctx, client
+
+
 def unique() -> str:
     return f"Dog{uuid.uuid4().hex[:6]}"  # upper case on purpose: IAM wants endpoint/dog...
 
@@ -258,11 +269,7 @@ def test_deploy_autoscale_lambda_then_down(aws_env):
 
 
 def test_provisioned_concurrency_request_fits_the_service_model():
-    client = boto3.client(
-        "lambda", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="y"
-    )
-    ctx = awsops.Ctx(awsops.Names("dogs"), awsops.load_config(None))
-    ctx._clients["lambda"] = client
+    ctx, client = offline_ctx("lambda")
     with Stubber(client) as stub:
         stub.add_response(
             "get_function_concurrency",
@@ -301,12 +308,7 @@ def test_dry_run_sends_nothing(aws_env):
 
 def test_redeploy_updates_the_endpoint_request():
     """moto has no UpdateEndpoint: the request is checked against botocore's model."""
-    sm = boto3.client(
-        "sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="y"
-    )
-    ctx = awsops.Ctx(awsops.Names("dogs"), awsops.load_config(None))
-    ctx._clients["sagemaker"] = sm
-    ctx._identity = (ACCOUNT, REGION)
+    ctx, sm = offline_ctx("sagemaker")
     endpoint = {
         "EndpointName": "dogs",
         "EndpointArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/dogs",

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from conftest import TINY_TRAIN_FLAGS, run_cli, train_dirs
+from containers import opt_ml
 from dogbreed.data import display_label
 from dogbreed.models import build_model
 from dogbreed.preprocess import eval_array, open_image
@@ -162,23 +163,9 @@ def test_two_process_ddp_trains_one_model(tiny_data, tmp_path):
     assert meta["metrics"]["test_images"] == len(list((tiny_data / "test").glob("*/*.jpg")))
 
 
-def sagemaker_tree(base: Path, data: Path, hyperparameters: dict) -> dict:
-    config = base / "input" / "config"
-    config.mkdir(parents=True)
-    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
-    (config / "resourceconfig.json").write_text(
-        json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]})
-    )
-    (config / "inputdataconfig.json").write_text(json.dumps({"training": {}}))
-    (base / "input" / "data").mkdir(parents=True)
-    (base / "input" / "data" / "training").symlink_to(data)
-    return {"SAGEMAKER_BASE_DIR": str(base)}
-
-
 def test_sagemaker_shaped_run(tiny_data, tmp_path):
-    base = tmp_path / "opt_ml"
-    env = sagemaker_tree(
-        base,
+    base = opt_ml(
+        tmp_path / "opt_ml",
         tiny_data,
         {
             "epochs": "1",
@@ -190,7 +177,7 @@ def test_sagemaker_shaped_run(tiny_data, tmp_path):
             "sagemaker_region": '"us-east-1"',
         },
     )
-    proc = run_cli("train", env=env, check=True)
+    proc = run_cli("train", env={"SAGEMAKER_BASE_DIR": str(base)}, check=True)
     assert METRIC_RE.search(proc.stdout)
     assert {"model.onnx", "model.pth", "metadata.json"} <= {
         p.name for p in (base / "model").iterdir()
@@ -201,9 +188,8 @@ def test_sagemaker_shaped_run(tiny_data, tmp_path):
 
 
 def test_sagemaker_bad_hyperparameter_writes_failure(tiny_data, tmp_path):
-    base = tmp_path / "opt_ml"
-    env = sagemaker_tree(base, tiny_data, {"epochs": "three"})
-    proc = run_cli("train", env=env)
+    base = opt_ml(tmp_path / "opt_ml", tiny_data, {"epochs": "three"})
+    proc = run_cli("train", env={"SAGEMAKER_BASE_DIR": str(base)})
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "epochs" in (base / "output" / "failure").read_text()

@@ -8,6 +8,7 @@ import mimetypes
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,17 @@ class EndpointError(DogbreedError):
     exit_code = 7
 
 
-def wait_until_healthy(url: str, timeout_s: float) -> float:
-    """Poll GET /ping until it answers 200; seconds waited. Bounded by timeout_s."""
+def wait_until_healthy(
+    url: str, timeout_s: float, alive: Callable[[], bool] | None = None
+) -> float:
+    """Poll GET /ping until it answers 200; seconds waited. Bounded by timeout_s.
+
+    `alive` (e.g. "the server process is still running") ends the wait early.
+    """
     start = time.monotonic()
     while True:
+        if alive is not None and not alive():
+            raise EndpointError(f"the server behind {url} exited before /ping answered")
         try:
             with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
                 if r.status == 200:
@@ -30,7 +38,7 @@ def wait_until_healthy(url: str, timeout_s: float) -> float:
             pass
         if time.monotonic() - start > timeout_s:
             raise EndpointError(f"{url}/ping did not answer 200 within {timeout_s:.0f}s")
-        time.sleep(0.5)
+        time.sleep(0.3)
 
 
 def classify(url: str, image: Path, timeout_s: float = 60) -> dict[str, Any]:
