@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from dogbreed.errors import DogbreedError, ImageError
-from dogbreed.predict import Predictor
+from dogbreed.predict import Predictor, default_threads
 from dogbreed.preprocess import DEFAULT_MAX_PIXELS, eval_array, open_image
+from dogbreed.worker_load import WorkerLoad
 
 JSON = "application/json"
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image", "application/octet-stream")
@@ -31,6 +32,8 @@ MAX_PAYLOAD_MB_ENV = "DOGBREED_MAX_PAYLOAD_MB"
 MAX_PIXELS_ENV = "DOGBREED_MAX_PIXELS"
 MAX_INSTANCES_ENV = "DOGBREED_MAX_INSTANCES"
 TOP_K_ENV = "DOGBREED_TOP_K"
+WORKERS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS"
+SHARE_CORES_ENV = "DOGBREED_SHARE_CORES"
 
 
 class RequestError(DogbreedError):
@@ -70,10 +73,26 @@ class Request:
     single: bool
 
 
+def crowded_threads(threads: int) -> int | None:
+    """Threads per worker while the other workers are busy too: its share of the cores.
+
+    None (one session, all threads, always) with one worker or when
+    DOGBREED_SHARE_CORES=0.
+    """
+    workers = int(_env_number(WORKERS_ENV, 1))
+    if workers < 2 or os.environ.get(SHARE_CORES_ENV, "1").strip().lower() in ("0", "false"):
+        return None
+    share = max(1, threads // workers)
+    return share if share < threads else None
+
+
 def model_fn(model_dir: str | Path) -> Predictor:
-    """Load model.onnx + metadata.json and run one warm-up inference."""
-    predictor = Predictor(model_dir)
-    predictor.probabilities(np.zeros((1, 3, 224, 224), dtype=np.float32))
+    """Load model.onnx + metadata.json and run one warm-up inference per session."""
+    threads = default_threads()
+    crowded = crowded_threads(threads)
+    load = WorkerLoad() if crowded else None
+    predictor = Predictor(model_dir, threads, crowded, load)
+    predictor.warm_up()
     return predictor
 
 

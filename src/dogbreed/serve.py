@@ -10,6 +10,8 @@ and the toolkit's settings get defaults that suit this model:
                                            toolkit's older *_TIMEOUT is in minutes
     DOGBREED_MAX_PAYLOAD_MB                request size limit, JSON 413 above it (6)
     DOGBREED_ORT_THREADS                   ONNX Runtime threads per worker (cores)
+    DOGBREED_SHARE_CORES                   1: cores / workers threads while the other
+                                           workers are busy too (worker_load.py)
     SAGEMAKER_MODEL_SERVER_VMARGS          JVM flags (a small heap by default)
 """
 
