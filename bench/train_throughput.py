@@ -1,10 +1,19 @@
-"""Training throughput: our loop against a faithful re-implementation of the course loop.
+"""Training throughput: our loop against the course loop and against the model alone.
 
-Both train the same frozen ResNet-50 (the course's model) on the same synthetic
-JPEGs in one run; the figures are images/s over one pass of the images after a
-warm-up. Run on CPU here, on a GPU where one is available (--device cuda).
+All in one run, on the same synthetic JPEGs and the same ResNet-50 (the course's
+model, frozen backbone by default, `--unfreeze` for a full fine-tune):
 
-    python bench/train_throughput.py [--images 96] [--batch-size 16] [--device cpu]
+    course loop   a faithful re-implementation (fp32, num_workers=0, PIL, no normalisation)
+    dogbreed      the path `dogbreed train` runs (same loader, model, epoch function)
+    model only    our model, precision and memory format with the batch already on
+                  the device: the limit any data pipeline can reach
+
+Figures are images/s over one pass of the images after a warm-up, then the
+ratios. On a GPU (--device cuda) our loop uses the device data pipeline (nvjpeg
+decode and augmentation on the GPU) and bf16; on CPU, Pillow in loader workers,
+and bf16 where the CPU has it in hardware.
+
+    python bench/train_throughput.py [--unfreeze] [--images N] [--batch-size B] [--device cpu]
 """
 
 from __future__ import annotations
@@ -24,23 +33,31 @@ from dogbreed.distributed import Dist
 from dogbreed.environment import SETTINGS, TrainConfig
 from dogbreed.models import build_model, param_groups
 from dogbreed.synth import synthesize
-from dogbreed.train import default_workers, make_loader, train_one_epoch
+from dogbreed.train import (
+    autocast,
+    default_workers,
+    make_loader,
+    resolve_for_device,
+    train_one_epoch,
+)
 
 # Both loops run this many batches before timing (a traced model profiles its first runs).
 WARMUP_BATCHES = 2
+MODEL_ONLY_STEPS = 20
 
 
-def course_model(classes: int) -> nn.Module:
+def course_model(classes: int, unfreeze: bool) -> nn.Module:
     """hpo.py's net: frozen ResNet-50, head Linear(2048,128) -> ReLU -> Linear(128,C)."""
     model = models.resnet50(weights=None)
     for p in model.parameters():
-        p.requires_grad = False
+        p.requires_grad = unfreeze
     model.fc = nn.Sequential(nn.Linear(2048, 128), nn.ReLU(inplace=True), nn.Linear(128, classes))
     return model
 
 
-def course_loop(root: Path, batch_size: int, device: torch.device) -> float:
-    """The course's train(): ImageFolder, num_workers=0, no normalisation, fp32, Adam on fc."""
+def course_loop(root: Path, batch_size: int, device: torch.device, unfreeze: bool) -> float:
+    """The course's train(): ImageFolder, num_workers=0, no normalisation, fp32, Adam on fc
+    (on everything with --unfreeze)."""
     tf = transforms.Compose(
         [
             transforms.RandomResizedCrop(224),
@@ -50,8 +67,9 @@ def course_loop(root: Path, batch_size: int, device: torch.device) -> float:
     )
     data = datasets.ImageFolder(str(root / "train"), transform=tf)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True)
-    model = course_model(len(data.classes)).to(device)
-    optimizer = torch.optim.Adam(model.fc.parameters(), lr=1e-3)
+    model = course_model(len(data.classes), unfreeze).to(device)
+    params = model.parameters() if unfreeze else model.fc.parameters()
+    optimizer = torch.optim.Adam(params, lr=1e-3)
     criterion = nn.CrossEntropyLoss()
     model.train()
     warm = iter(loader)
@@ -78,12 +96,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def our_loop(root: Path, batch_size: int, device: torch.device, workers: int | None) -> float:
-    """dogbreed's training path: the same loader, model and epoch function `train` uses."""
-    splits = load_splits(root / "train", root / "valid", None)
+def our_config(root: Path, batch_size: int, device: torch.device, **overrides) -> TrainConfig:
     defaults = {k.replace("-", "_"): s.default for k, s in SETTINGS.items()}
     cfg = TrainConfig(
-        **{**defaults, "batch_size": batch_size, "workers": workers, "device": device.type},
+        **{**defaults, "batch_size": batch_size, "device": device.type, **overrides},
         train_dir=root / "train",
         valid_dir=root / "valid",
         test_dir=None,
@@ -92,44 +108,123 @@ def our_loop(root: Path, batch_size: int, device: torch.device, workers: int | N
         checkpoint_dir=root,
         sagemaker=False,
     )
-    model = build_model("resnet50", len(splits.classes), "none", frozen=True).to(device)
-    model.speed_up_frozen_backbone(device)
-    optimizer = torch.optim.AdamW(param_groups(model, 1e-3, 0.1))
-    n_workers = workers if workers is not None else default_workers(device)
+    return resolve_for_device(cfg, device, world_size=1)
+
+
+def our_model(classes: int, cfg: TrainConfig, device: torch.device):
+    """The model and optimiser exactly as train.run sets them up."""
+    model = build_model("resnet50", classes, "none", frozen=not cfg.unfreeze).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.speed_up_frozen_backbone(device, cfg.precision == "bf16", cfg.compile)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.lr, 0.1))
+    return model, optimizer
+
+
+def our_loop(root: Path, cfg: TrainConfig, device: torch.device) -> float:
+    """dogbreed's training path: the same loader, model and epoch function `train` uses."""
+    splits = load_splits(root / "train", root / "valid", None)
+    model, optimizer = our_model(len(splits.classes), cfg, device)
+    workers = cfg.workers if cfg.workers is not None else default_workers(device)
     d = Dist()
-    warm = make_loader(splits.train[: batch_size * WARMUP_BATCHES], True, cfg, d, device, n_workers)
-    train_one_epoch(model, warm, optimizer, device, d, 0)
-    loader = make_loader(splits.train, True, cfg, d, device, n_workers, epoch=1)
-    _, images, _, seconds = train_one_epoch(model, loader, optimizer, device, d, 1)
+    warm = splits.train[: cfg.batch_size * WARMUP_BATCHES]
+    train_one_epoch(
+        model, make_loader(warm, True, cfg, d, device, workers), optimizer, device, d, 0, cfg
+    )
+    loader = make_loader(splits.train, True, cfg, d, device, workers, epoch=1)
+    _, images, _, seconds = train_one_epoch(model, loader, optimizer, device, d, 1, cfg)
     return images / seconds
+
+
+def model_only(classes: int, cfg: TrainConfig, device: torch.device) -> float:
+    """Training steps on one batch already on the device: no data pipeline at all."""
+    model, optimizer = our_model(classes, cfg, device)
+    model.train()
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    x = torch.randn(cfg.batch_size, 3, 224, 224, device=device).contiguous(memory_format=fmt)
+    y = torch.randint(0, classes, (cfg.batch_size,), device=device)
+    criterion = nn.CrossEntropyLoss()
+
+    def step() -> None:
+        with autocast(device, cfg.precision):
+            loss = criterion(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(WARMUP_BATCHES):
+        step()
+    _sync(device)
+    steps = MODEL_ONLY_STEPS if device.type == "cuda" else 3
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return steps * cfg.batch_size / (time.perf_counter() - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=96, help="training images per pipeline")
-    parser.add_argument("--batch-size", type=int, default=16, help="batch size for both loops")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--images", type=int, default=None, help="training images (default: 96 CPU, 5120 GPU)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="batch size of all loops (16 CPU, 256 GPU)"
+    )
+    parser.add_argument("--unfreeze", action="store_true", help="fine-tune the whole network")
     parser.add_argument("--workers", type=int, default=None, help="our loader's workers")
+    parser.add_argument(
+        "--pipeline", choices=("auto", "loader", "device"), default="auto", help="our data pipeline"
+    )
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    parser.add_argument("--compile", action="store_true", help="torch.compile our model")
+    parser.add_argument("--skip-course", action="store_true", help="leave out the course loop")
     parser.add_argument("--data", type=Path, default=None, help="reuse an ImageFolder tree")
     args = parser.parse_args()
     device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    images = args.images or (5120 if gpu else 96)
+    batch_size = args.batch_size or (256 if gpu else 16)
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data
         if root is None:
             root = Path(tmp)
             classes = 8
-            per_class = max(3, round(args.images / classes / 0.8))
+            per_class = max(3, round(images / classes / 0.8))
             synthesize(root, classes=classes, per_class=per_class, seed=0)
         n = len(list((root / "train").glob("*/*")))
+        cfg = our_config(
+            root,
+            batch_size,
+            device,
+            unfreeze=args.unfreeze,
+            workers=args.workers,
+            pipeline=args.pipeline,
+            precision=args.precision,
+            compile=args.compile,
+        )
+        model = "resnet50-" + ("unfrozen" if args.unfreeze else "frozen")
         print(
             f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
-            f"train_images={n} batch_size={args.batch_size} model=resnet50-frozen"
+            f"train_images={n} batch_size={batch_size} model={model} precision={cfg.precision} "
+            f"pipeline={cfg.pipeline} channels_last={cfg.channels_last} compile={cfg.compile}",
+            flush=True,
         )
-        course = course_loop(root, args.batch_size, device)
-        print(f"course_loop images_per_s={course:.1f}")
-        ours = our_loop(root, args.batch_size, device, args.workers)
-        print(f"dogbreed_loop images_per_s={ours:.1f}")
-        print(f"speedup={ours / course:.2f}x")
+        figures = {}
+        if not args.skip_course:
+            figures["course_loop"] = course_loop(root, batch_size, device, args.unfreeze)
+            print(f"course_loop images_per_s={figures['course_loop']:.1f}", flush=True)
+        figures["dogbreed_loop"] = our_loop(root, cfg, device)
+        print(f"dogbreed_loop images_per_s={figures['dogbreed_loop']:.1f}", flush=True)
+        classes = len(list((root / "train").iterdir()))
+        figures["model_only"] = model_only(classes, cfg, device)
+        print(f"model_only images_per_s={figures['model_only']:.1f}", flush=True)
+        ours = figures["dogbreed_loop"]
+        ratios = [f"dogbreed_vs_model_only={ours / figures['model_only']:.2f}"]
+        if "course_loop" in figures:
+            ratios.insert(0, f"speedup_vs_course={ours / figures['course_loop']:.2f}x")
+        print(" ".join(ratios))
 
 
 if __name__ == "__main__":

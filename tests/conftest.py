@@ -15,16 +15,18 @@ import requests
 from dogbreed.synth import synthesize
 from servers import free_port
 
-# The end-to-end training recipe: learnable in 3 CPU epochs from random weights.
+# The end-to-end training recipe: learnable in 4 CPU epochs from random weights
+# (best val_acc 0.90-0.97 over seeds 0-3; with 3 epochs it was 0.83-0.93).
 E2E_CLASSES = 5
 E2E_PER_CLASS = 60
+E2E_EPOCHS = 4
 E2E_TRAIN_FLAGS = [
     "--arch",
     "resnet18",
     "--weights",
     "none",
     "--epochs",
-    "3",
+    str(E2E_EPOCHS),
     "--batch-size",
     "8",
     "--lr",

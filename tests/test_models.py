@@ -88,3 +88,17 @@ def test_fast_frozen_backbone_gives_the_same_logits():
     loss = model(x).sum()
     loss.backward()
     assert model.head.weight.grad is not None
+
+
+def test_bf16_frozen_backbone_agrees_with_fp32():
+    """bf16 features (8 bits of mantissa) still pick the same classes as fp32."""
+    torch.manual_seed(0)
+    model = build_model("resnet18", classes=10, weights="none", frozen=True).eval()
+    x = torch.randn(8, 3, 224, 224)
+    with torch.no_grad():
+        expected = model(x)
+        model.speed_up_frozen_backbone(torch.device("cpu"), bf16=True)
+        got = model(x)
+    assert got.dtype == torch.float32
+    assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+    assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.75

@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import TINY_TRAIN_FLAGS, run_cli, train_dirs
+from conftest import E2E_EPOCHS, TINY_TRAIN_FLAGS, run_cli, train_dirs
 from containers import opt_ml
 from dogbreed.data import display_label
 from dogbreed.models import build_model
@@ -32,11 +32,11 @@ METRIC_RE = re.compile(
 def test_end_to_end_learns_the_synthetic_set(trained):
     root, proc = trained
     epochs = METRIC_RE.findall(proc.stdout)
-    assert [int(e[0]) for e in epochs] == [1, 2, 3]
-    assert max(float(e[3]) for e in epochs) >= 0.9
+    assert [int(e[0]) for e in epochs] == list(range(1, E2E_EPOCHS + 1))
+    assert max(float(e[3]) for e in epochs) >= 0.85  # five classes: chance is 0.2
     assert re.search(r"^test_loss=[\d.]+ test_acc=[\d.]+$", proc.stdout, re.M)
     metrics = json.loads((root / "output" / "metrics.json").read_text())
-    assert metrics["best_val_acc"] >= 0.9 and metrics["epochs_run"] == 3
+    assert metrics["best_val_acc"] >= 0.85 and metrics["epochs_run"] == E2E_EPOCHS
     for name in (
         "training_curves.png",
         "resources.png",

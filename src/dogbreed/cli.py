@@ -66,7 +66,7 @@ def _add_data(sub) -> None:
 
 
 def _add_train(sub) -> None:
-    from dogbreed.environment import SETTINGS
+    from dogbreed.environment import SETTINGS, parse_bool
 
     train = sub.add_parser(
         "train",
@@ -102,7 +102,7 @@ def _add_train(sub) -> None:
     for key, setting in SETTINGS.items():
         shown = "" if setting.default is None else f" (default: {setting.default})"
         kwargs = {"default": None, "help": setting.help + shown}
-        if key == "unfreeze":
+        if setting.parse is parse_bool and setting.default is False:  # an on/off switch
             opts.add_argument(f"--{key}", action="store_const", const=True, **kwargs)
         else:
             opts.add_argument(f"--{key}", type=str, metavar=key.split("-")[-1].upper(), **kwargs)

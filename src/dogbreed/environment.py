@@ -67,7 +67,7 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
     lowered = str(text).strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
@@ -109,17 +109,47 @@ SETTINGS: dict[str, Setting] = {
         "(random init) or the path of a torchvision state-dict FILE",
     ),
     "epochs": Setting(_positive_int, 10, "number of epochs"),
-    "batch-size": Setting(_positive_int, 32, "images per batch (per process under DDP)"),
-    "lr": Setting(_positive_float, 1e-3, "learning rate of the head (AdamW, cosine schedule)"),
+    "batch-size": Setting(
+        _positive_int,
+        None,
+        "images per batch, per process under DDP (default: 32 on CPU, 256 on a GPU)",
+    ),
+    "lr": Setting(
+        _positive_float,
+        None,
+        "learning rate of the head, AdamW with a cosine schedule (default: 1e-3 at "
+        "batch size 32, scaled by sqrt(batch size / 32))",
+    ),
     "backbone-lr-scale": Setting(
         _positive_float, 0.1, "with --unfreeze, backbone learning rate = lr x this"
     ),
     "weight-decay": Setting(float, 1e-4, "AdamW weight decay"),
-    "unfreeze": Setting(_bool, False, "train the whole network, not only the new head"),
+    "unfreeze": Setting(parse_bool, False, "train the whole network, not only the new head"),
     "workers": Setting(
         _non_negative_int, None, "data-loading processes (default: CPU cores, at most 8)"
     ),
     "device": Setting(_choice("auto", "cpu", "cuda"), "auto", "auto picks cuda when available"),
+    "precision": Setting(
+        _choice("auto", "bf16", "fp32"),
+        "auto",
+        "bf16 autocast or fp32; auto: bf16 where the device computes it natively "
+        "(CUDA GPUs from Ampere on, CPUs with AVX512-BF16 or AMX), else fp32",
+    ),
+    "channels-last": Setting(
+        parse_bool, True, "run the network in channels-last memory format (faster on GPU and CPU)"
+    ),
+    "pipeline": Setting(
+        _choice("auto", "loader", "device"),
+        "auto",
+        "data pipeline. loader: Pillow decodes and augments in loader workers; device: "
+        "workers read bytes, the training device decodes (nvjpeg on CUDA) and augments; "
+        "auto: device on CUDA, loader on CPU",
+    ),
+    "compile": Setting(
+        parse_bool,
+        False,
+        "torch.compile the network (minutes of compiling first; pays off on GPUs)",
+    ),
     "seed": Setting(int, 0, "random seed (data order, augmentation, head init)"),
     "patience": Setting(
         _non_negative_int,
@@ -146,13 +176,17 @@ class TrainConfig:
     arch: str
     weights: str
     epochs: int
-    batch_size: int
-    lr: float
+    batch_size: int | None  # None: the device's default (resolved by train.resolve_for_device)
+    lr: float | None
     backbone_lr_scale: float
     weight_decay: float
     unfreeze: bool
     workers: int | None
     device: str
+    precision: str
+    channels_last: bool
+    pipeline: str
+    compile: bool
     seed: int
     patience: int
     max_bad_fraction: float
@@ -299,6 +333,10 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> T
         unfreeze=values["unfreeze"],
         workers=values["workers"],
         device=values["device"],
+        precision=values["precision"],
+        channels_last=values["channels-last"],
+        pipeline=values["pipeline"],
+        compile=values["compile"],
         seed=values["seed"],
         patience=values["patience"],
         max_bad_fraction=values["max-bad-fraction"],

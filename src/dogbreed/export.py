@@ -84,6 +84,7 @@ def write_model_dir(
     config: dict[str, Any],
 ) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().to(memory_format=torch.contiguous_format)  # plain layout in the files
     torch.save(model.state_dict(), model_dir / STATE_DICT_FILE)
     export_onnx(model, model_dir / ONNX_FILE)
     write_json(

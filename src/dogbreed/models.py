@@ -48,24 +48,41 @@ class Classifier(nn.Module):
             features = self.backbone(x)
         return self.head(features)
 
-    def speed_up_frozen_backbone(self, device: torch.device) -> None:
+    def speed_up_frozen_backbone(
+        self, device: torch.device, bf16: bool = False, compile: bool = False
+    ) -> None:
         """A frozen backbone only infers, so run it as inference code.
 
-        On CPU: a channels-last copy, traced and frozen (BatchNorm folded into
-        the convolutions, oneDNN kernels): ResNet-50 at batch 16 on 2 cores,
-        11 -> 18 images/s. Call after the weights are final (loaded or
+        With `compile`: torch.compile'd (any device). Else on CPU: a
+        channels-last copy, traced and frozen (BatchNorm folded into the
+        convolutions, oneDNN kernels), in bf16 weights when `bf16`: ResNet-50
+        at batch 16 on 2 cores, 11 -> 18 images/s in fp32, 45 in bf16 on a CPU
+        with AVX512-BF16. On a GPU the backbone runs as it is, under the
+        loop's autocast. Call after the weights are final (loaded or
         restored); the copy is not part of state_dict, so exports and
         checkpoints are unchanged.
         """
-        if not self.frozen or device.type != "cpu":
+        if not self.frozen:
             return
-        fast = copy.deepcopy(self.backbone).eval().to(memory_format=torch.channels_last)
-        example = torch.zeros(2, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+        if compile:
+            object.__setattr__(self, "_fast_backbone", torch.compile(self.backbone))
+            return
+        if device.type != "cpu":
+            return
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        fast = copy.deepcopy(self.backbone).eval()
+        fast = fast.to(dtype=dtype, memory_format=torch.channels_last)
+        example = torch.zeros(2, 3, 224, 224, dtype=dtype)
         with torch.no_grad():
-            traced = torch.jit.freeze(torch.jit.trace(fast, example))
+            traced = torch.jit.freeze(
+                torch.jit.trace(fast, example.contiguous(memory_format=torch.channels_last))
+            )
 
         def run(x: torch.Tensor) -> torch.Tensor:
-            return traced(x.contiguous(memory_format=torch.channels_last))
+            # The copy has its own dtype: the loop's autocast stays out of it.
+            with torch.autocast("cpu", enabled=False):
+                features = traced(x.to(dtype).contiguous(memory_format=torch.channels_last))
+            return features.float()
 
         object.__setattr__(self, "_fast_backbone", run)
 

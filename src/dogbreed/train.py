@@ -8,8 +8,10 @@ keeps the best epoch by val_acc, and checkpoints so that a restarted run resumes
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
+import math
 import os
 import random
 import sys
@@ -26,6 +28,7 @@ from tqdm import tqdm
 
 from dogbreed import checkpoint, distributed
 from dogbreed.data import ImageFolderDataset, Splits, collate_skipping, display_label, load_splits
+from dogbreed.device_data import DeviceLoader, EncodedDataset, collate_encoded
 from dogbreed.distributed import Dist
 from dogbreed.environment import TrainConfig
 from dogbreed.errors import ConfigError, DataError
@@ -67,6 +70,44 @@ def pick_device(name: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+# Defaults that depend on the device: per-process batch size, and the head's
+# learning rate at BASE_BATCH, scaled by sqrt(global batch / BASE_BATCH), the
+# square-root rule for Adam-type optimisers.
+CPU_BATCH_SIZE = 32
+GPU_BATCH_SIZE = 256
+BASE_LR = 1e-3
+BASE_BATCH = 32
+
+
+def resolve_for_device(cfg: TrainConfig, device: torch.device, world_size: int) -> TrainConfig:
+    """Fill in what depends on the device: batch size, learning rate, precision, pipeline."""
+    batch = cfg.batch_size or (GPU_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE)
+    lr = cfg.lr or BASE_LR * math.sqrt(batch * world_size / BASE_BATCH)
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if native_bf16(device) else "fp32"
+    pipeline = cfg.pipeline
+    if pipeline == "auto":
+        pipeline = "device" if device.type == "cuda" else "loader"
+    return dataclasses.replace(cfg, batch_size=batch, lr=lr, precision=precision, pipeline=pipeline)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 in hardware (emulated bf16 is slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def default_workers(device: torch.device) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cores = cores or 1
@@ -88,8 +129,13 @@ def make_loader(
     device: torch.device,
     workers: int,
     epoch: int = 0,
-) -> DataLoader:
-    dataset = ImageFolderDataset(samples, train=train)
+) -> DataLoader | DeviceLoader:
+    """Batches of (images, targets, dropped) by the configured pipeline."""
+    on_device = cfg.pipeline == "device"
+    if on_device:
+        dataset = EncodedDataset(samples, train=train)
+    else:
+        dataset = ImageFolderDataset(samples, train=train)
     if train:
         sampler = DistributedSampler(
             dataset, d.world_size, d.rank, shuffle=True, seed=cfg.seed, drop_last=False
@@ -98,29 +144,36 @@ def make_loader(
     else:
         # Exact sharding for evaluation: every image counted once across ranks.
         sampler = list(range(d.rank, len(dataset), d.world_size))
-    return DataLoader(
+    loader = DataLoader(
         dataset,
         batch_size=cfg.batch_size,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=collate_skipping,
+        collate_fn=collate_encoded if on_device else collate_skipping,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
         drop_last=False,
     )
+    return DeviceLoader(loader, device, train, cfg.channels_last) if on_device else loader
 
 
 def show_progress(d: Dist) -> bool:
     return d.is_main and sys.stderr.isatty()
 
 
+def to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return images.to(device, non_blocking=True, memory_format=fmt)
+
+
 def train_one_epoch(
     model: nn.Module,
-    loader: DataLoader,
+    loader: DataLoader | DeviceLoader,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     d: Dist,
     epoch: int,
+    cfg: TrainConfig,
 ) -> tuple[float, int, int, float]:
     """(mean loss, images used, images dropped, seconds), summed over ranks."""
     model.train()
@@ -139,9 +192,10 @@ def train_one_epoch(
         totals[2] += dropped
         if len(targets) == 0:
             continue
-        images = images.to(device, non_blocking=True)
+        images = to_device(images, device, cfg.channels_last)
         targets = targets.to(device, non_blocking=True)
-        loss = criterion(model(images), targets)
+        with autocast(device, cfg.precision):
+            loss = criterion(model(images), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -155,7 +209,12 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loader: DataLoader, classes: int, device: torch.device, d: Dist
+    model: nn.Module,
+    loader: DataLoader | DeviceLoader,
+    classes: int,
+    device: torch.device,
+    d: Dist,
+    cfg: TrainConfig,
 ) -> EvalResult:
     model.eval()
     criterion = nn.CrossEntropyLoss(reduction="sum")
@@ -165,8 +224,10 @@ def evaluate(
         totals[1] += dropped
         if len(targets) == 0:
             continue
-        images, targets = images.to(device), targets.to(device)
-        logits = model(images)
+        images = to_device(images, device, cfg.channels_last)
+        targets = targets.to(device, non_blocking=True)
+        with autocast(device, cfg.precision):
+            logits = model(images).float()
         totals[0] += criterion(logits, targets).double()
         preds = logits.argmax(dim=1)
         confusion.index_put_(
@@ -273,6 +334,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 
 def _run(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
     device = pick_device(cfg.device, d.local_rank)
+    cfg = resolve_for_device(cfg, device, d.world_size)
     seed_everything(cfg.seed)
     splits = load_splits(cfg.train_dir, cfg.valid_dir, cfg.test_dir)
     classes = splits.classes
@@ -280,18 +342,20 @@ def _run(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
     if not cfg.unfreeze and cfg.weights == "none" and d.is_main:
         log.info("--weights none: a random backbone is not worth freezing; training all of it")
     model = build_model(cfg.arch, len(classes), cfg.weights, frozen=frozen).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     backbone_scale = cfg.backbone_lr_scale if cfg.weights != "none" else 1.0
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.lr, backbone_scale), weight_decay=cfg.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     state = restore(cfg, d, model, optimizer, scheduler, classes)
-    model.speed_up_frozen_backbone(device)
+    model.speed_up_frozen_backbone(device, cfg.precision == "bf16", cfg.compile)
     workers = cfg.workers if cfg.workers is not None else default_workers(device)
     if d.is_main:
         log.info(
             "training %s (%s backbone) on %d classes: %d train / %d valid / %d test images, "
-            "device %s, world size %d, %d loader workers",
+            "device %s, world size %d, batch %d, lr %.3g, %s, %s pipeline, %d loader workers",
             cfg.arch,
             "frozen" if frozen else "trained",
             len(classes),
@@ -300,6 +364,10 @@ def _run(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
             len(splits.test),
             device,
             d.world_size,
+            cfg.batch_size,
+            cfg.lr,
+            cfg.precision,
+            cfg.pipeline,
             workers,
         )
         for path in (cfg.model_dir, cfg.output_dir, cfg.checkpoint_dir):
@@ -311,6 +379,8 @@ def _run(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
         wrapped = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    if cfg.compile and not frozen:  # a frozen one compiled its backbone above
+        wrapped = torch.compile(wrapped)
     valid_loader = make_loader(splits.valid, False, cfg, d, device, workers)
     with ResourceMonitor() if d.is_main else contextlib.nullcontext() as monitor:
         _epochs(
@@ -350,10 +420,13 @@ def _epochs(
         epoch = state.epoch + 1
         loader = make_loader(splits.train, True, cfg, d, device, workers, epoch)
         train_loss, used, dropped, seconds = train_one_epoch(
-            wrapped, loader, optimizer, device, d, epoch
+            wrapped, loader, optimizer, device, d, epoch, cfg
+        )
+        cpu_decoded = int(
+            distributed.all_sum(d, torch.tensor([getattr(loader, "cpu_decoded", 0)], device=device))
         )
         scheduler.step()
-        val = evaluate(wrapped, valid_loader, len(classes), device, d)
+        val = evaluate(wrapped, valid_loader, len(classes), device, d, cfg)
         state.epoch = epoch
         state.seen_images += used + dropped
         state.dropped_images += dropped
@@ -369,12 +442,18 @@ def _epochs(
             "val_acc": val.acc,
             "images_per_s": round(used / max(seconds, 1e-9), 1),
         }
-        state.history.append({**row, "skipped_images": dropped})
+        state.history.append({**row, "skipped_images": dropped, "cpu_decoded_images": cpu_decoded})
         if d.is_main:  # checkpoint first: a logged epoch is always a resumable one
             save_checkpoint(cfg, model, optimizer, scheduler, state, classes, improved)
             print(metric_line(row), flush=True)
             if dropped:
                 log.warning("epoch %d: skipped %d unreadable training images", epoch, dropped)
+            if cpu_decoded and device.type == "cuda":
+                log.info(
+                    "epoch %d: %d training images decoded on the CPU (not a JPEG nvjpeg takes)",
+                    epoch,
+                    cpu_decoded,
+                )
         distributed.barrier(d)
         check_bad_share(state, cfg.max_bad_fraction)
 
@@ -388,9 +467,8 @@ def _finish(cfg, d, model, state, splits: Splits, device, workers) -> dict[str, 
         "skipped_images": state.history[-1]["skipped_images"] if state.history else 0,
     }
     if splits.test:
-        test = evaluate(
-            model, make_loader(splits.test, False, cfg, d, device, workers), len(classes), device, d
-        )
+        test_loader = make_loader(splits.test, False, cfg, d, device, workers)
+        test = evaluate(model, test_loader, len(classes), device, d, cfg)
         results.update(test_loss=test.loss, test_acc=test.acc, test_images=test.images)
         results["confusion"] = test.confusion
         if d.is_main:
