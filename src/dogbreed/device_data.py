@@ -23,6 +23,7 @@ decode), which is how it is tested without a GPU.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import queue
@@ -286,10 +287,17 @@ def resize_center_crop(images: Sequence[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+@functools.cache
+def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std on the 0-255 scale, (1, 3, 1, 1), copied to the device once."""
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
+    return mean, std
+
+
 def normalize(batch: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """[0, 255] float -> ImageNet-normalised, in the memory format the model runs in."""
-    mean = torch.tensor(IMAGENET_MEAN, device=batch.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=batch.device).view(1, 3, 1, 1) * 255
+    mean, std = _mean_std(batch.device)
     batch = (batch - mean) / std
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return batch.contiguous(memory_format=fmt)
@@ -377,20 +385,23 @@ class DeviceLoader:
                     continue
             return False
 
+        # A new thread starts on GPU 0: under DDP this rank's GPU must be current.
+        on_gpu = torch.cuda.device(self.device) if stream else contextlib.nullcontext()
         try:
-            for batch in batches:
-                if stop.is_set():
-                    return
-                event = None
-                if stream is not None:
-                    with torch.cuda.stream(stream):
+            with on_gpu:
+                for batch in batches:
+                    if stop.is_set():
+                        return
+                    event = None
+                    if stream is not None:
+                        with torch.cuda.stream(stream):
+                            result = prepare(batch, self.device, self.train, self.channels_last)
+                            event = torch.cuda.Event()
+                            event.record(stream)
+                    else:
                         result = prepare(batch, self.device, self.train, self.channels_last)
-                        event = torch.cuda.Event()
-                        event.record(stream)
-                else:
-                    result = prepare(batch, self.device, self.train, self.channels_last)
-                if not put((*result, event)):
-                    return
+                    if not put((*result, event)):
+                        return
             put(None)
         except BaseException as exc:  # handed to the training thread, raised there
             put(exc)

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -90,6 +91,15 @@ def resolve_for_device(cfg: TrainConfig, device: torch.device, world_size: int) 
     if pipeline == "auto":
         pipeline = "device" if device.type == "cuda" else "loader"
     return dataclasses.replace(cfg, batch_size=batch, lr=lr, precision=precision, pipeline=pipeline)
+
+
+def check_compiler(cfg: TrainConfig) -> None:
+    """torch.compile builds C code at run time (Inductor, Triton): fail now, not at step 1."""
+    if cfg.compile and not (shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")):
+        raise ConfigError(
+            "--compile needs a C compiler at run time (install gcc, or set CC); "
+            "or train without --compile"
+        )
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -335,6 +345,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 def _run(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
     device = pick_device(cfg.device, d.local_rank)
     cfg = resolve_for_device(cfg, device, d.world_size)
+    check_compiler(cfg)
     seed_everything(cfg.seed)
     splits = load_splits(cfg.train_dir, cfg.valid_dir, cfg.test_dir)
     classes = splits.classes
