@@ -271,3 +271,22 @@ def test_early_stopping(tiny_data, tmp_path):
     assert "early stop" in proc.stderr
     metrics = json.loads((tmp_path / "output" / "metrics.json").read_text())
     assert metrics["epochs_run"] == 2 and metrics["best_epoch"] == 1
+
+
+def test_compile_trains_and_exports(tiny_data, tmp_path):
+    proc = run_cli(
+        "train", "--data", tiny_data, *train_dirs(tmp_path), *TINY_TRAIN_FLAGS,
+        "--epochs", "1", "--compile", check=True,
+    )  # fmt: skip
+    assert METRIC_RE.search(proc.stdout)
+    assert (tmp_path / "model" / "model.onnx").is_file()  # exported from the plain module
+
+
+def test_compile_without_a_compiler_fails_in_one_line(tiny_data, tmp_path):
+    bindir = str(Path(sys.executable).parent)  # python and nothing else on PATH
+    proc = run_cli(
+        "train", "--data", tiny_data, *train_dirs(tmp_path), *TINY_TRAIN_FLAGS, "--compile",
+        env={"PATH": bindir, "CC": "no-such-compiler"},
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "C compiler" in proc.stderr
