@@ -134,7 +134,8 @@ def test_resume_after_kill(tiny_data, tmp_path):
     )
 
 
-def test_two_process_ddp_trains_one_model(tiny_data, tmp_path):
+@pytest.mark.parametrize("pipeline", ["loader", "device"])
+def test_two_process_ddp_trains_one_model(tiny_data, tmp_path, pipeline):
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -152,6 +153,8 @@ def test_two_process_ddp_trains_one_model(tiny_data, tmp_path):
         *TINY_TRAIN_FLAGS,
         "--epochs",
         "2",
+        "--pipeline",
+        pipeline,
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
