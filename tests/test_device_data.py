@@ -218,8 +218,8 @@ def test_device_pipeline_learns_as_the_loader_pipeline(trained, trained_on_devic
     device_metrics = json.loads((trained_on_device[0] / "output" / "metrics.json").read_text())
     assert "device pipeline" in trained_on_device[1].stderr
     for key in ("best_val_acc", "test_acc"):
-        assert device_metrics[key] >= 0.8, key
-        assert abs(device_metrics[key] - loader_metrics[key]) <= 0.15, key
+        assert device_metrics[key] >= 0.85, key
+        assert abs(device_metrics[key] - loader_metrics[key]) <= 0.1, key  # 4 of 40 images
 
 
 @CUDA

@@ -13,12 +13,14 @@ import subprocess
 import threading
 import time
 import zipfile
+from pathlib import Path
 
 import boto3
 import pytest
 
 from dogbreed import lambda_function
 from dogbreed.gateway import InvokeEndpointGateway
+from dogbreed.predict import Predictor
 from servers import start_native, stop, wait_for_ping
 
 ENDPOINT = "dogbreed-test"
@@ -59,13 +61,22 @@ def handle(event: dict) -> dict:
     return lambda_function.lambda_handler(event, None)
 
 
-def jpeg(e2e_data, i: int = 0) -> tuple[bytes, str]:
-    path = sorted((e2e_data / "test").glob("*/*.jpg"))[i]
-    return path.read_bytes(), path.parent.name.split(".", 1)[1].replace("_", " ")
+@pytest.fixture(scope="module")
+def test_jpegs(trained, e2e_data) -> list[tuple[Path, str]]:
+    """Held-out JPEGs with the breed the model itself gives each: what every path
+    through the Lambda must hand back (the model's accuracy is tested elsewhere)."""
+    paths = sorted((e2e_data / "test").glob("*/*.jpg"))[:6]
+    answers = Predictor(trained[0] / "model").predict_images(paths)
+    return [(p, a["label"]) for p, a in zip(paths, answers, strict=True)]
 
 
-def test_image_base64(aws, e2e_data, capsys):
-    data, breed = jpeg(e2e_data)
+def jpeg(test_jpegs, i: int = 0) -> tuple[bytes, str]:
+    path, breed = test_jpegs[i]
+    return path.read_bytes(), breed
+
+
+def test_image_base64(aws, test_jpegs, capsys):
+    data, breed = jpeg(test_jpegs)
     out = handle({"image_base64": base64.b64encode(data).decode()})
     assert set(out) == {"breed", "index", "score", "top_k"}
     assert out["breed"] == breed and out["top_k"][0]["label"] == breed
@@ -73,13 +84,13 @@ def test_image_base64(aws, e2e_data, capsys):
     assert log["status"] == 200 and log["source"] == "base64" and log["bytes"] == len(data)
 
 
-def test_top_k_is_passed_on(aws, e2e_data):
-    data, _ = jpeg(e2e_data)
+def test_top_k_is_passed_on(aws, test_jpegs):
+    data, _ = jpeg(test_jpegs)
     assert len(handle({"image_base64": base64.b64encode(data).decode(), "top_k": 2})["top_k"]) == 2
 
 
-def test_s3_uri(aws, e2e_data, moto_url):
-    data, breed = jpeg(e2e_data, 3)
+def test_s3_uri(aws, test_jpegs, moto_url):
+    data, breed = jpeg(test_jpegs, 3)
     s3 = boto3.client("s3", endpoint_url=moto_url)
     s3.create_bucket(Bucket="dogs")
     s3.put_object(Bucket="dogs", Key="in/dog.jpg", Body=data)
@@ -89,8 +100,8 @@ def test_s3_uri(aws, e2e_data, moto_url):
 
 
 @pytest.mark.parametrize("event_kind", ["rest", "http"])
-def test_api_gateway_proxy_events(aws, e2e_data, event_kind):
-    data, breed = jpeg(e2e_data, 5)
+def test_api_gateway_proxy_events(aws, test_jpegs, event_kind):
+    data, breed = jpeg(test_jpegs, 5)
     context = (
         {"httpMethod": "POST"}
         if event_kind == "rest"
@@ -146,16 +157,16 @@ def test_url_fetching_can_be_switched_off(aws, monkeypatch):
     assert out["statusCode"] == 400 and "switched off" in out["error"]
 
 
-def test_too_large(aws, e2e_data, monkeypatch):
-    data, _ = jpeg(e2e_data)
+def test_too_large(aws, test_jpegs, monkeypatch):
+    data, _ = jpeg(test_jpegs)
     monkeypatch.setenv("MAX_IMAGE_BYTES", str(len(data) - 1))
     out = handle({"image_base64": base64.b64encode(data).decode()})
     assert out["statusCode"] == 413
 
 
-def test_unknown_endpoint_is_502(aws, e2e_data, monkeypatch):
+def test_unknown_endpoint_is_502(aws, test_jpegs, monkeypatch):
     monkeypatch.setenv("ENDPOINT_NAME", "no-such-endpoint")
-    data, _ = jpeg(e2e_data)
+    data, _ = jpeg(test_jpegs)
     out = handle({"image_base64": base64.b64encode(data).decode()})
     assert out == {"statusCode": 502, "error": "the endpoint failed to classify the image"}
 
@@ -170,7 +181,7 @@ class SlowModel(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
 
-def test_endpoint_timeout_is_504(aws, e2e_data, monkeypatch):
+def test_endpoint_timeout_is_504(aws, test_jpegs, monkeypatch):
     slow = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowModel)
     threading.Thread(target=slow.serve_forever, daemon=True).start()
     gateway = InvokeEndpointGateway({"slow": f"http://127.0.0.1:{slow.server_address[1]}"})
@@ -180,7 +191,7 @@ def test_endpoint_timeout_is_504(aws, e2e_data, monkeypatch):
     monkeypatch.setenv("ENDPOINT_TIMEOUT_S", "0.5")
     lambda_function._clients.clear()
     try:
-        data, _ = jpeg(e2e_data)
+        data, _ = jpeg(test_jpegs)
         out = handle({"image_base64": base64.b64encode(data).decode()})
         assert out == {"statusCode": 504, "error": "the endpoint did not answer in time"}
     finally:
@@ -203,19 +214,18 @@ def test_lambda_zip_is_small_and_standalone(tmp_path):
     assert "import numpy" not in source and "from dogbreed" not in source
 
 
-def test_lambda_local_cli(model_server, e2e_data):
+def test_lambda_local_cli(model_server, test_jpegs):
     from conftest import run_cli
 
-    data_path = sorted((e2e_data / "test").glob("*/*.jpg"))[0]
+    data_path, breed = test_jpegs[0]
     proc = run_cli("lambda-local", "--server", model_server, data_path, check=True)
-    breed = data_path.parent.name.split(".", 1)[1].replace("_", " ")
     assert f"{data_path}: {breed} (index" in proc.stdout
 
 
-def test_aws_invoke_endpoint(aws, e2e_data):
+def test_aws_invoke_endpoint(aws, test_jpegs):
     from conftest import run_cli
 
-    path = sorted((e2e_data / "test").glob("*/*.jpg"))[2]
+    path, breed = test_jpegs[2]
     env = {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": aws.url}
     proc = run_cli(
         "aws",
@@ -229,5 +239,4 @@ def test_aws_invoke_endpoint(aws, e2e_data):
         env=env,
         check=True,
     )
-    breed = path.parent.name.split(".", 1)[1].replace("_", " ")
     assert proc.stdout.startswith(f"{path}: {breed} (index")
