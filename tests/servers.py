@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -24,7 +25,12 @@ def wait_for_ping(url: str, proc: subprocess.Popen, log: Path) -> float:
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM (the toolkit forwards it to MMS), then the whole group if it lingers."""
+    """SIGTERM (the toolkit forwards it to MMS), then the whole group if it lingers.
+
+    MMS replaces a worker that dies while the server goes down, and that last
+    worker outlives the server: a native server's own session holds it, so it
+    goes with the session.
+    """
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -32,6 +38,9 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+    if getattr(proc, "own_session", False):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def start_native(model_dir: Path, tmp: Path) -> tuple[str, subprocess.Popen, Path]:
@@ -56,6 +65,7 @@ def start_native(model_dir: Path, tmp: Path) -> tuple[str, subprocess.Popen, Pat
             cwd=tmp,
             start_new_session=True,
         )
+    proc.own_session = True
     return f"http://127.0.0.1:{port}", proc, log
 
 
