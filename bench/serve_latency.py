@@ -16,9 +16,7 @@ weights: latency does not depend on their values) to a temporary folder.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,7 +31,7 @@ import psutil
 import requests
 
 from dogbreed.client import EndpointError, wait_until_healthy
-from dogbreed.serve import free_port
+from dogbreed.serve import free_port, stop_server
 
 HERE = Path(__file__).resolve().parent
 LEVELS = (1, 2, 4, 8)
@@ -123,16 +121,7 @@ class Server:
         return mms_rss_mb()
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        # MMS replaces a worker that dies as the server goes down; that one
-        # outlives the server in the server's own session.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_server(self.proc)
 
 
 def drive(

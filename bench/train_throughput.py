@@ -31,14 +31,15 @@ from torchvision import datasets, models, transforms
 from dogbreed.data import load_splits
 from dogbreed.distributed import Dist
 from dogbreed.environment import SETTINGS, TrainConfig
-from dogbreed.models import build_model, param_groups
 from dogbreed.synth import synthesize
 from dogbreed.train import (
-    autocast,
+    build_for_training,
     default_workers,
     make_loader,
     resolve_for_device,
+    to_device,
     train_one_epoch,
+    train_step,
 )
 
 # Both loops run this many batches before timing (a traced model profiles its first runs).
@@ -99,7 +100,14 @@ def _sync(device: torch.device) -> None:
 def our_config(root: Path, batch_size: int, device: torch.device, **overrides) -> TrainConfig:
     defaults = {k.replace("-", "_"): s.default for k, s in SETTINGS.items()}
     cfg = TrainConfig(
-        **{**defaults, "batch_size": batch_size, "device": device.type, **overrides},
+        **{
+            **defaults,
+            "arch": "resnet50",
+            "weights": "none",  # random weights compute as fast, and need no download
+            "batch_size": batch_size,
+            "device": device.type,
+            **overrides,
+        },
         train_dir=root / "train",
         valid_dir=root / "valid",
         test_dir=None,
@@ -112,12 +120,9 @@ def our_config(root: Path, batch_size: int, device: torch.device, **overrides) -
 
 
 def our_model(classes: int, cfg: TrainConfig, device: torch.device):
-    """The model and optimiser exactly as train.run sets them up."""
-    model = build_model("resnet50", classes, "none", frozen=not cfg.unfreeze).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    """The model and optimiser as train.run sets them up (frozen unless --unfreeze)."""
+    model, optimizer = build_for_training(cfg, classes, device, frozen=not cfg.unfreeze)
     model.speed_up_frozen_backbone(device, cfg.precision == "bf16", cfg.compile)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.lr, 0.1))
     return model, optimizer
 
 
@@ -140,17 +145,11 @@ def model_only(classes: int, cfg: TrainConfig, device: torch.device) -> float:
     """Training steps on one batch already on the device: no data pipeline at all."""
     model, optimizer = our_model(classes, cfg, device)
     model.train()
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    x = torch.randn(cfg.batch_size, 3, 224, 224, device=device).contiguous(memory_format=fmt)
+    x = to_device(torch.randn(cfg.batch_size, 3, 224, 224), device, cfg.channels_last)
     y = torch.randint(0, classes, (cfg.batch_size,), device=device)
-    criterion = nn.CrossEntropyLoss()
 
     def step() -> None:
-        with autocast(device, cfg.precision):
-            loss = criterion(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, x, y, optimizer, device, cfg)
 
     for _ in range(WARMUP_BATCHES):
         step()

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from containers import SERVE_IMAGE
 from dogbreed.client import EndpointError, wait_until_healthy
-from dogbreed.serve import free_port
+from dogbreed.serve import free_port, stop_server
 
 START_TIMEOUT_S = 180
 
@@ -25,22 +23,8 @@ def wait_for_ping(url: str, proc: subprocess.Popen, log: Path) -> float:
 
 
 def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM (the toolkit forwards it to MMS), then the whole group if it lingers.
-
-    MMS replaces a worker that dies while the server goes down, and that last
-    worker outlives the server: a native server's own session holds it, so it
-    goes with the session.
-    """
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    if getattr(proc, "own_session", False):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    """A native server goes with its session; a container's `docker run` by itself."""
+    stop_server(proc, own_session=getattr(proc, "own_session", False))
 
 
 def start_native(model_dir: Path, tmp: Path) -> tuple[str, subprocess.Popen, Path]:

@@ -142,13 +142,18 @@ class EncodedDataset(Dataset):
                 img = open_image(data, self.max_pixels)  # upright RGB, as the CPU path has it
             except ImageError:
                 return None
-            payload = torch.from_numpy(np.array(img, dtype=np.uint8))
+            payload = _pixels(img)
             orientation = 1
             width, height = img.size
         if not self.train:
             return Encoded(payload, target, orientation, (0, 0, height, width), False)
         box = sample_crop(height, width)
         return Encoded(payload, target, orientation, box, sample_flip())
+
+
+def _pixels(img: Image.Image) -> torch.Tensor:
+    """An RGB image as a uint8 (H, W, 3) tensor."""
+    return torch.from_numpy(np.array(img, dtype=np.uint8))
 
 
 def _header(data: bytes, max_pixels: int) -> tuple[str, str, tuple[int, int], int]:
@@ -226,7 +231,7 @@ def decode(batch: EncodedBatch, device: torch.device) -> tuple[list[torch.Tensor
     jpegs = [i for i, d in enumerate(batch.data) if d.dim() == 1]
     for i, d in enumerate(batch.data):
         if d.dim() == 3:  # decoded by the worker
-            images[i] = d.to(device, non_blocking=True).permute(2, 0, 1)
+            images[i] = _to_chw(d, device)
     refused = 0
     if jpegs:
         try:
@@ -246,13 +251,18 @@ def decode(batch: EncodedBatch, device: torch.device) -> tuple[list[torch.Tensor
     return images, refused
 
 
+def _to_chw(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) pixels from the CPU -> (3, H, W) on the device."""
+    return pixels.to(device, non_blocking=True).permute(2, 0, 1)
+
+
 def _cpu_decode(data: torch.Tensor, device: torch.device) -> torch.Tensor | None:
     """The CPU path's decoder for a JPEG the device refused; None when it is unreadable."""
     try:
         img = open_image(data.numpy().tobytes())
     except ImageError:
         return None
-    return torch.from_numpy(np.array(img, dtype=np.uint8)).to(device).permute(2, 0, 1)
+    return _to_chw(_pixels(img), device)
 
 
 def _resize(img: torch.Tensor, height: int, width: int) -> torch.Tensor:

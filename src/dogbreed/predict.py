@@ -110,8 +110,7 @@ class Predictor:
         onnx_path = model_dir / self.meta.get("files", {}).get("onnx", ONNX_FILE)
         if not onnx_path.is_file():
             raise ModelError(f"{onnx_path} is missing")
-        self.threads = threads or default_threads()
-        self.session = _open_session(onnx_path, self.threads)
+        self.session = _open_session(onnx_path, threads or default_threads())
         outputs = self.session.get_outputs()
         if outputs[0].shape[-1] != len(self.labels):
             raise ModelError(
@@ -121,12 +120,12 @@ class Predictor:
         self.input_name = self.session.get_inputs()[0].name
         self.load = load
         self.crowded_session = None
-        if load is not None and crowded_threads and crowded_threads < self.threads:
+        if load is not None and crowded_threads:
             self.crowded_session = _open_session(onnx_path, crowded_threads)
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) float32 -> (N, classes) softmax probabilities."""
-        if self.load is None or self.crowded_session is None:
+        if self.crowded_session is None:  # no load to watch (see __init__)
             return self._run(self.session, batch)
         with self.load.busy():
             crowded = self.load.others_busy() > 0

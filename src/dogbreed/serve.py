@@ -17,12 +17,15 @@ and the toolkit's settings get defaults that suit this model:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import random
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -84,6 +87,25 @@ def free_port(low: int = 20000, high: int = 32000) -> int:
                 continue
             return port
     raise RuntimeError(f"no free loopback port in {low}-{high}")
+
+
+def stop_server(proc: subprocess.Popen, own_session: bool = True, timeout: float = 30) -> None:
+    """Stop a server started as a child: SIGTERM (the toolkit forwards it to MMS), then kill.
+
+    MMS replaces a worker that dies while the server goes down, and that last
+    worker outlives the server. Started in a session of its own
+    (start_new_session=True), the whole session goes, that worker with it.
+    """
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    if own_session:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def check_model_dir(model_dir: Path) -> None:

@@ -176,6 +176,37 @@ def to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -
     return images.to(device, non_blocking=True, memory_format=fmt)
 
 
+def build_for_training(
+    cfg: TrainConfig, classes: int, device: torch.device, frozen: bool
+) -> tuple[Classifier, torch.optim.Optimizer]:
+    """The model on its device in its memory format, and AdamW over what it trains."""
+    model = build_model(cfg.arch, classes, cfg.weights, frozen=frozen).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    backbone_scale = cfg.backbone_lr_scale if cfg.weights != "none" else 1.0
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.lr, backbone_scale), weight_decay=cfg.weight_decay
+    )
+    return model, optimizer
+
+
+def train_step(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    cfg: TrainConfig,
+) -> torch.Tensor:
+    """One optimiser step on a batch already on the device; returns the loss."""
+    with autocast(device, cfg.precision):
+        loss = nn.functional.cross_entropy(model(images), targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader | DeviceLoader,
@@ -187,7 +218,6 @@ def train_one_epoch(
 ) -> tuple[float, int, int, float]:
     """(mean loss, images used, images dropped, seconds), summed over ranks."""
     model.train()
-    criterion = nn.CrossEntropyLoss()
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, images, dropped
     start = time.perf_counter()
     bar = tqdm(
@@ -204,11 +234,7 @@ def train_one_epoch(
             continue
         images = to_device(images, device, cfg.channels_last)
         targets = targets.to(device, non_blocking=True)
-        with autocast(device, cfg.precision):
-            loss = criterion(model(images), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = train_step(model, images, targets, optimizer, device, cfg)
         totals[0] += loss.detach().double() * len(targets)
         totals[1] += len(targets)
         bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -352,13 +378,7 @@ def _run(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
     frozen = not cfg.unfreeze and cfg.weights != "none"
     if not cfg.unfreeze and cfg.weights == "none" and d.is_main:
         log.info("--weights none: a random backbone is not worth freezing; training all of it")
-    model = build_model(cfg.arch, len(classes), cfg.weights, frozen=frozen).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    backbone_scale = cfg.backbone_lr_scale if cfg.weights != "none" else 1.0
-    optimizer = torch.optim.AdamW(
-        param_groups(model, cfg.lr, backbone_scale), weight_decay=cfg.weight_decay
-    )
+    model, optimizer = build_for_training(cfg, len(classes), device, frozen)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     state = restore(cfg, d, model, optimizer, scheduler, classes)
     model.speed_up_frozen_backbone(device, cfg.precision == "bf16", cfg.compile)

@@ -24,10 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def board_dir(server_pid: int | None = None) -> Path:
-    """The folder the workers of one server share (its parent is the server)."""
-    pid = server_pid if server_pid is not None else os.getppid()
-    return Path(tempfile.gettempdir()) / f"dogbreed-workers-{pid}"
+def board_dir() -> Path:
+    """The folder the workers of one server share (their parent is the server)."""
+    return Path(tempfile.gettempdir()) / f"dogbreed-workers-{os.getppid()}"
 
 
 class WorkerLoad:
