@@ -1,16 +1,19 @@
 """Endpoint latency and memory: our server against the course handler, one run.
 
 Starts each server in turn on the same model directory and the same MMS stack
-(sagemaker-inference toolkit), drives it with real JPEGs at concurrency 1, 2,
-4 and 8 from threads on loopback, and prints p50/p95/p99 latency, requests/s,
-errors and the server's resident memory (Java front end plus workers) idle and
-under load. Also prints the bare compute time of the model (ONNX Runtime and
-torch eager, batch 1, no HTTP, no decode) measured in the same run.
+(sagemaker-inference toolkit): ours serving the fp32 model, ours serving the
+int8 one, then the course handler. It drives each with real JPEGs at
+concurrency 1, 2, 4 and 8 from threads on loopback, and prints p50/p95/p99
+latency, requests/s, errors and the server's resident memory (Java front end
+plus workers) idle and under load. Also prints the bare compute time of each
+model (ONNX Runtime fp32 and int8, torch eager; batch 1, no HTTP, no decode)
+measured in the same run.
 
-    python bench/serve_latency.py [--model-dir DIR] [--requests 40]
+    python bench/serve_latency.py [--model-dir DIR] [--requests 40] [--precisions fp32,int8]
 
 Without --model-dir it writes a ResNet-50 model directory (133 classes, random
-weights: latency does not depend on their values) to a temporary folder.
+weights: latency does not depend on their values) to a temporary folder, with
+its int8 model calibrated on the benchmark's images.
 """
 
 from __future__ import annotations
@@ -38,19 +41,22 @@ LEVELS = (1, 2, 4, 8)
 MMS_CLASS = "com.amazonaws.ml.mms.ModelServer"
 
 
-def make_model_dir(root: Path) -> Path:
+def make_model_dir(root: Path, images: list[Path]) -> Path:
     from dogbreed.export import write_model_dir
     from dogbreed.models import build_model
+    from dogbreed.quantize import export_int8
     from dogbreed.synth import class_folder
 
     classes = [class_folder(i) for i in range(133)]
     model = build_model("resnet50", len(classes), "none", frozen=True).eval()
     model_dir = root / "model"
     write_model_dir(model, model_dir, classes, "resnet50", {}, {})
+    samples = [(p, 0) for p in images]  # random weights: no accuracy gate to pass
+    export_int8(model_dir, samples, samples, max_drop=1.0)
     return model_dir
 
 
-def make_images(root: Path, n: int = 16) -> list[bytes]:
+def make_images(root: Path, n: int = 16) -> list[Path]:
     from dogbreed.synth import render
 
     rng = np.random.default_rng(0)
@@ -59,7 +65,7 @@ def make_images(root: Path, n: int = 16) -> list[bytes]:
         img = render(i % 8, 8, rng).resize((500, 375))
         path = root / f"img{i}.jpg"
         img.save(path, quality=90)
-        out.append(path.read_bytes())
+        out.append(path)
     return out
 
 
@@ -172,21 +178,29 @@ def drive(
     }
 
 
-def bare_compute_ms(model_dir: Path, threads: int, runs: int = 30) -> tuple[float, float]:
-    """p50 ms of batch-1 ONNX Runtime and torch eager inference, compute only."""
+def bare_compute_ms(
+    model_dir: Path, image: Path, threads: int, precisions: list[str], runs: int = 30
+) -> dict[str, float]:
+    """p50 ms of batch-1 inference on `image`, compute only: ONNX Runtime per precision,
+    torch eager."""
     import torch
 
     from dogbreed.models import build_model
     from dogbreed.predict import Predictor, read_metadata
+    from dogbreed.preprocess import eval_array, open_image
 
-    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    pred = Predictor(model_dir, threads=threads)
+    x = eval_array(open_image(image))[None]
     meta = read_metadata(model_dir)
     net = build_model(meta["arch"], meta["num_classes"], "none", frozen=True).eval()
     net.load_state_dict(torch.load(model_dir / "model.pth", weights_only=True))
     torch.set_num_threads(threads)
-    out = []
-    for fn in (lambda: pred.session.run(None, {"input": x}), lambda: net(torch.from_numpy(x))):
+    calls = {}
+    for precision in precisions:
+        session = Predictor(model_dir, threads=threads, precision=precision).session
+        calls[f"onnxruntime_{precision}"] = lambda s=session: s.run(None, {"input": x})
+    calls["torch_eager"] = lambda: net(torch.from_numpy(x))
+    out = {}
+    for name, fn in calls.items():
         with torch.no_grad():
             for _ in range(3):
                 fn()
@@ -195,8 +209,8 @@ def bare_compute_ms(model_dir: Path, threads: int, runs: int = 30) -> tuple[floa
                 t0 = time.perf_counter()
                 fn()
                 times.append((time.perf_counter() - t0) * 1000)
-        out.append(statistics.median(times))
-    return out[0], out[1]
+        out[name] = statistics.median(times)
+    return out
 
 
 def bench_server(
@@ -232,36 +246,46 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--requests", type=int, default=40, help="requests at concurrency 1")
     parser.add_argument("--workers", type=int, default=2, help="model server workers")
+    parser.add_argument(
+        "--precisions",
+        default="fp32,int8",
+        help="which of our models to serve, comma-separated (default fp32,int8)",
+    )
     args = parser.parse_args()
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model_dir or make_model_dir(Path(tmp))
-        images = make_images(Path(tmp))
-        ort_ms, torch_ms = bare_compute_ms(model_dir, threads=cores)
+        paths = make_images(Path(tmp))
+        images = [p.read_bytes() for p in paths]
+        model_dir = args.model_dir or make_model_dir(Path(tmp), paths)
+        bare = bare_compute_ms(model_dir, paths[0], cores, precisions)
         print(
             f"cores={cores} workers={args.workers} model={model_dir} "
             f"jpeg_kb={np.mean([len(b) for b in images]) / 1024:.0f}"
         )
-        print(f"bare_compute_ms onnxruntime={ort_ms:.1f} torch_eager={torch_ms:.1f}")
+        print("bare_compute_ms " + " ".join(f"{k}={v:.1f}" for k, v in bare.items()))
         env = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(args.workers)}
+        runs = [(f"dogbreed-{p}", "dogbreed", {"DOGBREED_PRECISION": p}) for p in precisions]
         results = {}
-        for kind in ("dogbreed", "course"):
-            results[kind] = r = bench_server(kind, model_dir, images, args.requests, env)
+        for name, kind, extra in [*runs, ("course", "course", {})]:
+            results[name] = r = bench_server(kind, model_dir, images, args.requests, env | extra)
             print(
-                f"{kind}: cold_start_s={r['cold_start_s']:.1f} rss_idle_mb={r['rss_idle_mb']:.0f}"
+                f"{name}: cold_start_s={r['cold_start_s']:.1f} rss_idle_mb={r['rss_idle_mb']:.0f}"
             )
             for c, lv in r["levels"].items():
                 print(
-                    f"  {kind} concurrency={c} p50_ms={lv['p50']:.1f} p95_ms={lv['p95']:.1f} "
+                    f"  {name} concurrency={c} p50_ms={lv['p50']:.1f} p95_ms={lv['p95']:.1f} "
                     f"p99_ms={lv['p99']:.1f} rps={lv['rps']:.2f} errors={lv['errors']} "
                     f"n={lv['n']} rss_peak_mb={lv['rss_peak_mb']:.0f}"
                 )
-        ours, course = results["dogbreed"]["levels"], results["course"]["levels"]
-        print(
-            f"ratio p50_c1_over_bare_ort={ours[1]['p50'] / ort_ms:.2f} "
-            f"throughput_c4_vs_course={ours[4]['rps'] / course[4]['rps']:.2f}x "
-            f"p50_c1_vs_course={course[1]['p50'] / ours[1]['p50']:.2f}x faster"
-        )
+        course = results["course"]["levels"]
+        for p in precisions:
+            ours = results[f"dogbreed-{p}"]["levels"]
+            print(
+                f"ratio {p}: p50_c1_over_bare_ort={ours[1]['p50'] / bare[f'onnxruntime_{p}']:.2f} "
+                f"throughput_c4_vs_course={ours[4]['rps'] / course[4]['rps']:.2f}x "
+                f"p50_c1_vs_course={course[1]['p50'] / ours[1]['p50']:.2f}x faster"
+            )
 
 
 if __name__ == "__main__":

@@ -115,6 +115,8 @@ TINY_TRAIN_FLAGS = [
     "cpu",
     "--workers",
     "0",
+    "--int8",  # plumbing runs; the int8 export is tested on the end-to-end model
+    "false",
 ]
 
 

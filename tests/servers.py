@@ -27,7 +27,7 @@ def stop(proc: subprocess.Popen) -> None:
     stop_server(proc, own_session=getattr(proc, "own_session", False))
 
 
-def start_native(model_dir: Path, tmp: Path) -> tuple[str, subprocess.Popen, Path]:
+def start_native(model_dir: Path, tmp: Path, *flags: str) -> tuple[str, subprocess.Popen, Path]:
     port = free_port()
     log = tmp / "server.log"
     env = {**os.environ, "LOG_LOCATION": str(tmp), "SAGEMAKER_MODEL_SERVER_WORKERS": "2"}
@@ -42,6 +42,7 @@ def start_native(model_dir: Path, tmp: Path) -> tuple[str, subprocess.Popen, Pat
                 str(model_dir),
                 "--port",
                 str(port),
+                *flags,
             ],
             stdout=fh,
             stderr=subprocess.STDOUT,

@@ -177,13 +177,16 @@ def test_sagemaker_shaped_run(tiny_data, tmp_path):
             "weights": "none",
             "lr": "0.001",
             "workers": "0",
+            "int8": "false",
             "sagemaker_region": '"us-east-1"',
         },
     )
     proc = run_cli("train", env={"SAGEMAKER_BASE_DIR": str(base)}, check=True)
     assert METRIC_RE.search(proc.stdout)
-    assert {"model.onnx", "model.pth", "metadata.json"} <= {
-        p.name for p in (base / "model").iterdir()
+    assert {p.name for p in (base / "model").iterdir()} == {
+        "model.onnx",
+        "model.pth",
+        "metadata.json",
     }
     assert (base / "output" / "data" / "metrics.json").is_file()
     assert (base / "checkpoints" / "last.pt").is_file()

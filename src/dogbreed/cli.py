@@ -118,6 +118,18 @@ def _add_predict(sub) -> None:
     predict.add_argument("images", nargs="+", type=Path, help="image files")
     predict.add_argument("--top-k", type=int, default=3, help="classes to show (default 3)")
     predict.add_argument("--json", action="store_true", help="print JSON lines")
+    _add_precision(predict)
+
+
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "int8"),
+        default=None,
+        help="which model file to run: model.onnx (fp32) or model.int8.onnx; auto: int8 "
+        "where training kept one and the CPU has int8 dot products (default "
+        "$DOGBREED_PRECISION or auto)",
+    )
 
 
 def _add_serve(sub) -> None:
@@ -143,6 +155,7 @@ def _add_serve(sub) -> None:
         default=None,
         help="worker processes (default $SAGEMAKER_MODEL_SERVER_WORKERS or 2)",
     )
+    _add_precision(serve)
 
 
 def _add_classify(sub) -> None:
@@ -327,7 +340,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from dogbreed.errors import ImageError
     from dogbreed.predict import Predictor
 
-    predictor = Predictor(args.model_dir)
+    predictor = Predictor(args.model_dir, precision=args.precision)
     failed = 0
     for path in args.images:
         try:
@@ -350,7 +363,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from dogbreed.serve import serve
 
-    serve(args.model_dir, args.port, args.workers)
+    serve(args.model_dir, args.port, args.workers, args.precision)
     return 0
 
 

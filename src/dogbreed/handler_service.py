@@ -37,7 +37,7 @@ def handle(data: list[dict] | None, context: Any) -> list[str] | None:
     global _model
     if data is None:  # MMS calls this once at worker start: load the model
         _model = model_fn(context.system_properties["model_dir"])
-        log.info("model loaded: %d classes", len(_model.labels))
+        log.info("model loaded: %d classes, %s", len(_model.labels), _model.precision)
         return None
     try:
         request = input_fn(data[0].get("body") or b"", _header(context, "content-type"))

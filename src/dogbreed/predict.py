@@ -21,11 +21,16 @@ from dogbreed.worker_load import WorkerLoad
 
 METADATA_FILE = "metadata.json"
 ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
 STATE_DICT_FILE = "model.pth"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 THREADS_ENV = "DOGBREED_ORT_THREADS"
 SPIN_ENV = "DOGBREED_ORT_SPIN"
+PRECISION_ENV = "DOGBREED_PRECISION"
+PRECISIONS = ("auto", "fp32", "int8")
+# CPU flags of int8 dot-product instructions: x86 VNNI and AMX, Arm dotprod.
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -43,6 +48,24 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def int8_native() -> bool:
+    """Whether this CPU has int8 dot products. Without them int8 gains little and
+    rounds differently (AVX2's 16-bit saturation), so `auto` stays on fp32."""
+    return bool(cpu_flags() & set(INT8_DOT_FLAGS))
+
+
 def trim_heap() -> None:
     """Hand freed heap memory back to the OS (glibc only; a no-op elsewhere).
 
@@ -57,11 +80,11 @@ def trim_heap() -> None:
         pass
 
 
-def _open_session(onnx_path: Path, threads: int):
+def open_session(onnx_path: Path, threads: int | None = None):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
+    opts.intra_op_num_threads = threads or default_threads()
     opts.inter_op_num_threads = 1
     # Idle ORT threads spin for a while after each run; with several server
     # workers on the same cores that spinning steals the busy worker's CPU
@@ -89,6 +112,30 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
     return meta
 
 
+def choose_model_file(
+    model_dir: Path, meta: dict[str, Any], precision: str | None
+) -> tuple[Path, str]:
+    """(model.onnx, "fp32") or (model.int8.onnx, "int8"), as `precision`
+    (default $DOGBREED_PRECISION) says.
+
+    auto: the int8 model where training kept one and this CPU has int8 dot
+    products, else fp32. int8 on a model without one is an error.
+    """
+    precision = (precision or os.environ.get(PRECISION_ENV) or "auto").strip().lower()
+    if precision not in PRECISIONS:
+        raise ModelError(f"{PRECISION_ENV}={precision!r}: must be one of {', '.join(PRECISIONS)}")
+    files = meta.get("files", {})
+    int8 = files.get("onnx_int8")
+    if precision == "int8" and not int8:
+        raise ModelError(
+            f"{model_dir} has no int8 model (train with --int8 true, or see "
+            f"metadata.json 'int8' for why it was not kept)"
+        )
+    if precision == "int8" or (precision == "auto" and int8 and int8_native()):
+        return model_dir / int8, "int8"
+    return model_dir / files.get("onnx", ONNX_FILE), "fp32"
+
+
 class Predictor:
     """An ONNX Runtime session plus the labels of its classes.
 
@@ -103,14 +150,15 @@ class Predictor:
         threads: int | None = None,
         crowded_threads: int | None = None,
         load: WorkerLoad | None = None,
+        precision: str | None = None,
     ) -> None:
         model_dir = Path(model_dir)
         self.meta = read_metadata(model_dir)
         self.labels: list[str] = self.meta["labels"]
-        onnx_path = model_dir / self.meta.get("files", {}).get("onnx", ONNX_FILE)
+        onnx_path, self.precision = choose_model_file(model_dir, self.meta, precision)
         if not onnx_path.is_file():
             raise ModelError(f"{onnx_path} is missing")
-        self.session = _open_session(onnx_path, threads or default_threads())
+        self.session = open_session(onnx_path, threads)
         outputs = self.session.get_outputs()
         if outputs[0].shape[-1] != len(self.labels):
             raise ModelError(
@@ -121,7 +169,7 @@ class Predictor:
         self.load = load
         self.crowded_session = None
         if load is not None and crowded_threads:
-            self.crowded_session = _open_session(onnx_path, crowded_threads)
+            self.crowded_session = open_session(onnx_path, crowded_threads)
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) float32 -> (N, classes) softmax probabilities."""

@@ -12,6 +12,9 @@ and the toolkit's settings get defaults that suit this model:
     DOGBREED_ORT_THREADS                   ONNX Runtime threads per worker (cores)
     DOGBREED_SHARE_CORES                   1: cores / workers threads while the other
                                            workers are busy too (worker_load.py)
+    DOGBREED_PRECISION                     auto|fp32|int8: which model file to run (auto:
+                                           int8 where there is one and the CPU has
+                                           int8 dot products)
     SAGEMAKER_MODEL_SERVER_VMARGS          JVM flags (a small heap by default)
 """
 
@@ -31,7 +34,7 @@ import tempfile
 from pathlib import Path
 
 from dogbreed.errors import ConfigError
-from dogbreed.predict import Predictor
+from dogbreed.predict import PRECISION_ENV, Predictor
 
 log = logging.getLogger(__name__)
 HANDLER_SERVICE = "dogbreed.handler_service"
@@ -46,7 +49,11 @@ DEFAULTS = {
 
 
 def server_environment(
-    model_dir: Path, port: int | None, workers: int | None, env: dict[str, str]
+    model_dir: Path,
+    port: int | None,
+    workers: int | None,
+    env: dict[str, str],
+    precision: str | None = None,
 ) -> dict[str, str]:
     """The variables the toolkit and MMS read, defaults filled in, flags on top."""
     out = dict(env)
@@ -56,6 +63,8 @@ def server_environment(
         out["SAGEMAKER_BIND_TO_PORT"] = str(port)
     if workers is not None:
         out["SAGEMAKER_MODEL_SERVER_WORKERS"] = str(workers)
+    if precision is not None:
+        out[PRECISION_ENV] = precision
     # MMS's own cap sits above ours so that our handler answers a JSON 413.
     payload_mb = float(out.get("DOGBREED_MAX_PAYLOAD_MB", "6"))
     out.setdefault("SAGEMAKER_MAX_PAYLOAD_IN_MB", str(math.ceil(payload_mb * 2) + 1))
@@ -108,32 +117,34 @@ def stop_server(proc: subprocess.Popen, own_session: bool = True, timeout: float
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def check_model_dir(model_dir: Path) -> None:
+def check_model_dir(model_dir: Path, precision: str | None = None) -> Predictor:
     """Fail before starting anything when the model cannot be served."""
-    Predictor(model_dir, threads=1)
+    return Predictor(model_dir, threads=1, precision=precision)
 
 
 def serve(
     model_dir: Path,
     port: int | None = None,
     workers: int | None = None,
+    precision: str | None = None,
     handler_service: str = HANDLER_SERVICE,
 ) -> None:
     """Run the model server in the foreground until it stops (SIGTERM stops it)."""
     model_dir = model_dir.resolve()
-    check_model_dir(model_dir)
+    model_precision = check_model_dir(model_dir, precision).precision
     if shutil.which("java") is None:
         raise ConfigError(
             "the model server needs Java 17+: install a JRE (e.g. "
             "openjdk-17-jre-headless) or use the serve image"
         )
-    os.environ.update(server_environment(model_dir, port, workers, dict(os.environ)))
+    os.environ.update(server_environment(model_dir, port, workers, dict(os.environ), precision))
     # Imported only now: the toolkit reads its settings at import time.
     from sagemaker_inference import model_server
 
     log.info(
-        "serving %s on port %s with %s workers",
+        "serving %s (%s) on port %s with %s workers",
         model_dir,
+        model_precision,
         os.environ["SAGEMAKER_BIND_TO_PORT"],
         os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"],
     )

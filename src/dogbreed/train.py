@@ -36,6 +36,8 @@ from dogbreed.errors import ConfigError, DataError
 from dogbreed.export import write_model_dir
 from dogbreed.models import Classifier, build_model, param_groups
 from dogbreed.monitor import ResourceMonitor
+from dogbreed.predict import cpu_flags
+from dogbreed.quantize import export_int8
 from dogbreed.report import confused_pairs, plot_curves, plot_resources, write_json
 
 log = logging.getLogger(__name__)
@@ -106,12 +108,7 @@ def native_bf16(device: torch.device) -> bool:
     """Whether the device computes bf16 in hardware (emulated bf16 is slower than fp32)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next((line for line in fh if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -536,4 +533,6 @@ def _write_outputs(
         plot_resources(monitor.rows, cfg.output_dir / "resources.png")
     summary = {k: v for k, v in results.items() if k != "history"}
     write_model_dir(model.cpu(), cfg.model_dir, splits.classes, cfg.arch, summary, cfg.to_json())
+    if cfg.int8:
+        export_int8(cfg.model_dir, splits.train, splits.valid, cfg.int8_max_drop, cfg.seed)
     log.info("model written to %s; reports in %s", cfg.model_dir, cfg.output_dir)
