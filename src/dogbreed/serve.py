@@ -21,6 +21,8 @@ and the toolkit's settings get defaults that suit this model:
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import math
 import os
@@ -101,9 +103,9 @@ def free_port(low: int = 20000, high: int = 32000) -> int:
 def stop_server(proc: subprocess.Popen, own_session: bool = True, timeout: float = 30) -> None:
     """Stop a server started as a child: SIGTERM (the toolkit forwards it to MMS), then kill.
 
-    MMS replaces a worker that dies while the server goes down, and that last
-    worker outlives the server. Started in a session of its own
-    (start_new_session=True), the whole session goes, that worker with it.
+    `serve` stops its own leftovers (stop_descendants); for a server started in
+    a session of its own (start_new_session=True), killing the session is the
+    backstop should it have been killed outright.
     """
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -115,6 +117,48 @@ def stop_server(proc: subprocess.Popen, own_session: bool = True, timeout: float
     if own_session:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def become_subreaper() -> bool:
+    """Adopt our descendants' orphans (Linux prctl PR_SET_CHILD_SUBREAPER).
+
+    MMS runs detached from the toolkit, and a worker it spawns as it goes down
+    outlives it; as a subreaper this process inherits such orphans and can
+    stop them (stop_descendants) instead of leaving them to init.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # 36: PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def stop_descendants(grace_s: float = 10, rounds: int = 5) -> int:
+    """SIGTERM every process below this one, SIGKILL what outlives grace_s; how many.
+
+    Several rounds, because a dying server may spawn one more worker.
+    """
+    import psutil
+
+    stopped = 0
+    for _ in range(rounds):
+        procs = psutil.Process().children(recursive=True)
+        if not procs:
+            break
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=grace_s)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=grace_s)
+        stopped += len(procs)
+    return stopped
+
+
+def _exit_on_signal(signo: int, frame) -> None:
+    raise SystemExit(128 + signo)
 
 
 def check_model_dir(model_dir: Path, precision: str | None = None) -> Predictor:
@@ -148,4 +192,13 @@ def serve(
         os.environ["SAGEMAKER_BIND_TO_PORT"],
         os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"],
     )
-    model_server.start_model_server(handler_service=handler_service)
+    become_subreaper()
+    # Until the toolkit installs its own handler (forward to MMS, then return),
+    # SIGTERM unwinds through the cleanup below instead of killing us outright.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        model_server.start_model_server(handler_service=handler_service)
+    finally:  # stopped (SIGTERM) or interrupted (Ctrl-C): leave no worker behind
+        stopped = stop_descendants()
+        if stopped:
+            log.info("stopped %d leftover model server processes", stopped)

@@ -1,0 +1,58 @@
+"""Stopping `dogbreed serve` leaves no process behind: SIGTERM (SageMaker, docker stop) or
+Ctrl-C. MMS spawns a replacement worker as it goes down; the server must stop that too.
+
+(A module of its own: the toolkit refuses to start a server beside another one.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from servers import start_native, stop, wait_for_ping
+
+
+def session_members(sid: int) -> list[psutil.Process]:
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc)
+        except (OSError, psutil.Error):
+            continue
+    return members
+
+
+@pytest.mark.parametrize(
+    ("how", "exit_codes"),
+    [("sigterm", {0}), ("ctrl-c", {130}), ("sigterm-while-starting", {143, 0})],
+)
+def test_stop_leaves_no_worker_behind(trained, tmp_path, how, exit_codes):
+    url, proc, log = start_native(trained[0] / "model", tmp_path)
+    try:
+        if how == "sigterm-while-starting":
+            # As MMS starts, before the toolkit has found it and taken over SIGTERM
+            # (143); should the toolkit be quicker, it stops MMS itself (0).
+            deadline = time.monotonic() + 60
+            while "on port" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        else:
+            wait_for_ping(url, proc, log)
+            time.sleep(3)  # every worker up
+            assert len(session_members(proc.pid)) >= 4  # us, Java, two workers
+        if how == "ctrl-c":  # the terminal signals the whole foreground group
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) in exit_codes, log.read_text()[-2000:]
+        deadline = time.monotonic() + 10
+        while session_members(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [p.cmdline()[:2] for p in session_members(proc.pid)]
+        assert not left, left
+    finally:
+        stop(proc)  # a backstop only: kills the session if anything is left
