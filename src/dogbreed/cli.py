@@ -122,9 +122,11 @@ def _add_predict(sub) -> None:
 
 
 def _add_precision(parser: argparse.ArgumentParser) -> None:
+    from dogbreed.predict import PRECISIONS
+
     parser.add_argument(
         "--precision",
-        choices=("auto", "fp32", "int8"),
+        choices=PRECISIONS,
         default=None,
         help="which model file to run: model.onnx (fp32) or model.int8.onnx; auto: int8 "
         "where training kept one and the CPU has int8 dot products (default "

@@ -38,20 +38,17 @@ VALIDATION_IMAGES = 1000
 BATCH = 16
 
 
-def _readable(samples: Sequence[tuple[Path, int]]) -> Iterator[tuple[np.ndarray, int]]:
-    for path, label in samples:
-        try:
-            yield eval_array(open_image(path)), label
-        except (ImageError, OSError):  # counted as skipped by training already
-            continue
-
-
 def _batches(
     samples: Sequence[tuple[Path, int]],
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(images, labels) batches through the eval transform; unreadable files left out
+    (training has counted them already)."""
     arrays, labels = [], []
-    for array, label in _readable(samples):
-        arrays.append(array)
+    for path, label in samples:
+        try:
+            arrays.append(eval_array(open_image(path)))
+        except (ImageError, OSError):
+            continue
         labels.append(label)
         if len(arrays) == BATCH:
             yield np.stack(arrays), np.asarray(labels)
