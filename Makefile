@@ -99,5 +99,5 @@ LAMBDA_ZIP ?= $(WORK)/lambda.zip
 .PHONY: lambda-zip
 lambda-zip:  ## the Lambda function's zip (one file, standard library + boto3)
 	@mkdir -p $(dir $(LAMBDA_ZIP))
-	@rm -f $(LAMBDA_ZIP) && $(PYTHON) -m zipfile -c $(LAMBDA_ZIP) src/dogbreed/lambda_function.py
+	@rm -f $(LAMBDA_ZIP) && $(PYTHON) -m zipfile -c $(LAMBDA_ZIP) src/dogbreed/aws/lambda_function.py
 	@echo "$(LAMBDA_ZIP): $$(wc -c < $(LAMBDA_ZIP)) bytes"

@@ -33,8 +33,9 @@ import numpy as np
 import psutil
 import requests
 
-from dogbreed.client import EndpointError, wait_until_healthy
-from dogbreed.serve import free_port, stop_server
+from dogbreed.core.errors import EndpointError
+from dogbreed.serve.client import wait_until_healthy
+from dogbreed.serve.server import free_port, stop_server
 
 HERE = Path(__file__).resolve().parent
 LEVELS = (1, 2, 4, 8)
@@ -42,10 +43,10 @@ MMS_CLASS = "com.amazonaws.ml.mms.ModelServer"
 
 
 def make_model_dir(root: Path, images: list[Path]) -> Path:
-    from dogbreed.export import write_model_dir
-    from dogbreed.models import build_model
-    from dogbreed.quantize import export_int8
-    from dogbreed.synth import class_folder
+    from dogbreed.train.export import write_model_dir
+    from dogbreed.train.models import build_model
+    from dogbreed.train.quantize import export_int8
+    from dogbreed.train.synth import class_folder
 
     classes = [class_folder(i) for i in range(133)]
     model = build_model("resnet50", len(classes), "none", frozen=True).eval()
@@ -57,7 +58,7 @@ def make_model_dir(root: Path, images: list[Path]) -> Path:
 
 
 def make_images(root: Path, n: int = 16) -> list[Path]:
-    from dogbreed.synth import render
+    from dogbreed.train.synth import render
 
     rng = np.random.default_rng(0)
     out = []
@@ -108,7 +109,7 @@ class Server:
             cmd = [
                 sys.executable,
                 "-c",
-                "from pathlib import Path; from dogbreed.serve import "
+                "from pathlib import Path; from dogbreed.serve.server import "
                 f"serve; serve(Path({str(model_dir)!r}), {self.port}, "
                 "handler_service='course_handler')",
             ]
@@ -185,9 +186,9 @@ def bare_compute_ms(
     torch eager."""
     import torch
 
-    from dogbreed.models import build_model
-    from dogbreed.predict import Predictor, read_metadata
-    from dogbreed.preprocess import eval_array, open_image
+    from dogbreed.core.preprocess import eval_array, open_image
+    from dogbreed.serve.predictor import Predictor, read_metadata
+    from dogbreed.train.models import build_model
 
     x = eval_array(open_image(image))[None]
     meta = read_metadata(model_dir)

@@ -28,11 +28,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, models, transforms
 
-from dogbreed.data import load_splits
-from dogbreed.distributed import Dist
-from dogbreed.environment import SETTINGS, TrainConfig
-from dogbreed.synth import synthesize
-from dogbreed.train import (
+from dogbreed.train.config import SETTINGS, TrainConfig
+from dogbreed.train.data import load_splits
+from dogbreed.train.distributed import Dist
+from dogbreed.train.loop import (
     build_for_training,
     default_workers,
     make_loader,
@@ -41,6 +40,7 @@ from dogbreed.train import (
     train_one_epoch,
     train_step,
 )
+from dogbreed.train.synth import synthesize
 
 # Both loops run this many batches before timing (a traced model profiles its first runs).
 WARMUP_BATCHES = 2

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from dogbreed.synth import synthesize
+from dogbreed.train.synth import synthesize
 from servers import free_port
 
 # The end-to-end training recipe: learnable in 4 CPU epochs from random weights

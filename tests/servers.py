@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from containers import SERVE_IMAGE
-from dogbreed.client import EndpointError, wait_until_healthy
-from dogbreed.serve import free_port, stop_server
+from dogbreed.core.errors import EndpointError
+from dogbreed.serve.client import wait_until_healthy
+from dogbreed.serve.server import free_port, stop_server
 
 START_TIMEOUT_S = 180
 

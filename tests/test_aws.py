@@ -11,7 +11,8 @@ import pytest
 from botocore.stub import Stubber
 
 from conftest import run_cli
-from dogbreed import awsops, iam
+from dogbreed.aws import ops as awsops
+from dogbreed.aws import policies as iam
 
 ACCOUNT = "123456789012"  # moto's account
 REGION = "us-east-1"

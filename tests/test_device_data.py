@@ -15,7 +15,8 @@ from torchvision import transforms
 from torchvision.transforms import functional as TF
 
 from conftest import E2E_TRAIN_FLAGS, run_cli, train_dirs
-from dogbreed.device_data import (
+from dogbreed.core.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_array, open_image
+from dogbreed.train.device_data import (
     DeviceLoader,
     EncodedDataset,
     augment,
@@ -25,7 +26,6 @@ from dogbreed.device_data import (
     sample_crop,
     sample_flip,
 )
-from dogbreed.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_array, open_image
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 # One 8-bit level after ImageNet normalisation (Pillow rounds to uint8 after resizing).

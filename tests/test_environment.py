@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed import environment
-from dogbreed.errors import ConfigError
-from dogbreed.synth import synthesize
+from dogbreed.core.errors import ConfigError
+from dogbreed.train import config as environment
+from dogbreed.train.synth import synthesize
 
 
 def opt_ml(

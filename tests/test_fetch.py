@@ -10,9 +10,9 @@ import zipfile
 import pytest
 
 from conftest import run_cli
-from dogbreed.errors import DownloadError
-from dogbreed.fetch import download, fetch
-from dogbreed.synth import synthesize
+from dogbreed.core.errors import DownloadError
+from dogbreed.train.fetch import download, fetch
+from dogbreed.train.synth import synthesize
 
 
 class ZipHandler(http.server.BaseHTTPRequestHandler):

@@ -18,9 +18,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from dogbreed import lambda_function
-from dogbreed.gateway import InvokeEndpointGateway
-from dogbreed.predict import Predictor
+from dogbreed.aws import lambda_function
+from dogbreed.aws.invoke_twin import InvokeEndpointGateway
+from dogbreed.serve.predictor import Predictor
 from servers import start_native, stop, wait_for_ping
 
 ENDPOINT = "dogbreed-test"

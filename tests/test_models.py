@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import run_cli
-from dogbreed.errors import ConfigError, ModelError
-from dogbreed.models import COMMON_ARCHS, build_model, param_groups
+from dogbreed.core.errors import ConfigError, ModelError
+from dogbreed.train.models import COMMON_ARCHS, build_model, param_groups
 
 
 @pytest.mark.parametrize("arch", COMMON_ARCHS)

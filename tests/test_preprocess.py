@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from torchvision import transforms
 
-from dogbreed.errors import ImageError, ImageTooLargeError
-from dogbreed.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_array, open_image
+from dogbreed.core.errors import ImageError, ImageTooLargeError
+from dogbreed.core.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_array, open_image
 
 TORCHVISION_EVAL = transforms.Compose(
     [

@@ -12,11 +12,11 @@ import pytest
 import requests
 
 from conftest import run_cli
-from dogbreed import predict
-from dogbreed.data import scan_images
-from dogbreed.errors import ModelError
-from dogbreed.predict import Predictor
-from dogbreed.quantize import export_int8, head_nodes
+from dogbreed.core.errors import ModelError
+from dogbreed.serve import predictor as predict
+from dogbreed.serve.predictor import Predictor
+from dogbreed.train.data import scan_images
+from dogbreed.train.quantize import export_int8, head_nodes
 from servers import start_native, stop, wait_for_ping
 
 JPEG = {"Content-Type": "image/jpeg"}

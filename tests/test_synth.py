@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dogbreed.errors import ConfigError
-from dogbreed.synth import class_folder, split_counts, synthesize
+from dogbreed.core.errors import ConfigError
+from dogbreed.train.synth import class_folder, split_counts, synthesize
 
 
 def test_synth_is_deterministic(tmp_path):

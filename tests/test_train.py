@@ -18,9 +18,9 @@ import torch
 
 from conftest import E2E_EPOCHS, TINY_TRAIN_FLAGS, run_cli, train_dirs
 from containers import opt_ml
-from dogbreed.data import display_label
-from dogbreed.models import build_model
-from dogbreed.preprocess import eval_array, open_image
+from dogbreed.core.preprocess import eval_array, open_image
+from dogbreed.train.data import display_label
+from dogbreed.train.models import build_model
 
 METRIC_RE = re.compile(
     r"^epoch=(\d+) train_loss=([\d.]+) val_loss=([\d.]+) val_acc=([\d.]+) "

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dogbreed.inference import crowded_threads, model_fn
-from dogbreed.worker_load import WorkerLoad
+from dogbreed.serve.codec import crowded_threads, model_fn
+from dogbreed.serve.worker_load import WorkerLoad
 
 SIBLING = """
 import sys
 from pathlib import Path
-from dogbreed.worker_load import WorkerLoad
+from dogbreed.serve.worker_load import WorkerLoad
 load = WorkerLoad(Path(sys.argv[1]))
 with load.busy():
     print("busy", flush=True)

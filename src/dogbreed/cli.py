@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dogbreed import __version__
-from dogbreed.errors import DogbreedError
+from dogbreed.core.errors import DogbreedError
 
 log = logging.getLogger("dogbreed")
 
@@ -66,7 +66,7 @@ def _add_data(sub) -> None:
 
 
 def _add_train(sub) -> None:
-    from dogbreed.environment import SETTINGS, parse_bool
+    from dogbreed.train.config import SETTINGS, parse_bool
 
     train = sub.add_parser(
         "train",
@@ -122,7 +122,7 @@ def _add_predict(sub) -> None:
 
 
 def _add_precision(parser: argparse.ArgumentParser) -> None:
-    from dogbreed.predict import PRECISIONS
+    from dogbreed.serve.predictor import PRECISIONS
 
     parser.add_argument(
         "--precision",
@@ -310,11 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_data(args: argparse.Namespace) -> int:
     if args.verb == "synth":
-        from dogbreed.synth import synthesize
+        from dogbreed.train.synth import synthesize
 
         counts = synthesize(args.out, args.classes, args.per_class, args.seed)
     else:
-        from dogbreed.fetch import DEFAULT_URL, fetch
+        from dogbreed.train.fetch import DEFAULT_URL, fetch
 
         counts = fetch(
             args.out,
@@ -328,8 +328,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dogbreed import environment
-    from dogbreed.train import run
+    from dogbreed.train import config as environment
+    from dogbreed.train.loop import run
 
     flags = {k.replace("_", "-"): v for k, v in vars(args).items()}
     for key in environment.SETTINGS:
@@ -341,8 +341,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from dogbreed.errors import ImageError
-    from dogbreed.predict import Predictor
+    from dogbreed.core.errors import ImageError
+    from dogbreed.serve.predictor import Predictor
 
     predictor = Predictor(args.model_dir, precision=args.precision)
     failed = 0
@@ -365,14 +365,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from dogbreed.serve import serve
+    from dogbreed.serve.server import serve
 
     serve(args.model_dir, args.port, args.workers, args.precision)
     return 0
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from dogbreed.client import classify, wait_until_healthy
+    from dogbreed.serve.client import classify, wait_until_healthy
 
     if args.wait:
         waited = wait_until_healthy(args.url.rstrip("/"), args.wait)
@@ -387,8 +387,9 @@ def cmd_lambda_local(args: argparse.Namespace) -> int:
     import base64
     import os
 
-    from dogbreed.client import EndpointError, wait_until_healthy
-    from dogbreed.gateway import InvokeEndpointGateway
+    from dogbreed.aws.invoke_twin import InvokeEndpointGateway
+    from dogbreed.core.errors import EndpointError
+    from dogbreed.serve.client import wait_until_healthy
 
     if args.wait:
         wait_until_healthy(args.server.rstrip("/"), args.wait)
@@ -402,7 +403,7 @@ def cmd_lambda_local(args: argparse.Namespace) -> int:
         ("AWS_DEFAULT_REGION", "us-east-1"),
     ):
         os.environ.setdefault(key, value)  # the twin checks no signature
-    from dogbreed.lambda_function import lambda_handler
+    from dogbreed.aws.lambda_function import lambda_handler
 
     try:
         for path in args.images:
@@ -420,7 +421,7 @@ def cmd_lambda_local(args: argparse.Namespace) -> int:
 
 
 def cmd_aws(args: argparse.Namespace) -> int:
-    from dogbreed import awsops
+    from dogbreed.aws import ops as awsops
 
     config = awsops.load_config(args.config)
     if args.region:
@@ -500,14 +501,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DogbreedError as exc:
         message = f"dogbreed {args.command}: error: {exc}"
         if args.command == "train":
-            from dogbreed.environment import write_failure
+            from dogbreed.train.config import write_failure
 
             write_failure(str(exc))
         print(message, file=sys.stderr)
         return exc.exit_code
     except Exception as exc:
         if args.command == "train":  # SageMaker shows this file as the job's failure reason
-            from dogbreed.environment import write_failure
+            from dogbreed.train.config import write_failure
 
             write_failure(f"{exc.__class__.__name__}: {exc}")
         raise

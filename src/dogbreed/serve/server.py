@@ -35,11 +35,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dogbreed.errors import ConfigError
-from dogbreed.predict import PRECISION_ENV, Predictor
+from dogbreed.core.errors import ConfigError
+from dogbreed.serve.predictor import PRECISION_ENV, Predictor
 
 log = logging.getLogger(__name__)
-HANDLER_SERVICE = "dogbreed.handler_service"
+HANDLER_SERVICE = "dogbreed.serve.handler_service"
 DEFAULTS = {
     "SAGEMAKER_BIND_TO_PORT": "8080",
     "SAGEMAKER_MODEL_SERVER_WORKERS": "2",

@@ -27,18 +27,24 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from dogbreed import checkpoint, distributed
-from dogbreed.data import ImageFolderDataset, Splits, collate_skipping, display_label, load_splits
-from dogbreed.device_data import DeviceLoader, EncodedDataset, collate_encoded
-from dogbreed.distributed import Dist
-from dogbreed.environment import TrainConfig
-from dogbreed.errors import ConfigError, DataError
-from dogbreed.export import write_model_dir
-from dogbreed.models import Classifier, build_model, param_groups
-from dogbreed.monitor import ResourceMonitor
-from dogbreed.predict import cpu_flags
-from dogbreed.quantize import export_int8
-from dogbreed.report import confused_pairs, plot_curves, plot_resources, write_json
+from dogbreed.core.errors import ConfigError, DataError
+from dogbreed.serve.predictor import cpu_flags
+from dogbreed.train import checkpoint, distributed
+from dogbreed.train.config import TrainConfig
+from dogbreed.train.data import (
+    ImageFolderDataset,
+    Splits,
+    collate_skipping,
+    display_label,
+    load_splits,
+)
+from dogbreed.train.device_data import DeviceLoader, EncodedDataset, collate_encoded
+from dogbreed.train.distributed import Dist
+from dogbreed.train.export import write_model_dir
+from dogbreed.train.models import Classifier, build_model, param_groups
+from dogbreed.train.monitor import ResourceMonitor
+from dogbreed.train.quantize import export_int8
+from dogbreed.train.report import confused_pairs, plot_curves, plot_resources, write_json
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from dogbreed.errors import ConfigError
+from dogbreed.core.errors import ConfigError
 
 # Names defined by SageMaker and its training toolkit.
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from dogbreed.errors import ImageError
-from dogbreed.predict import (
+from dogbreed.core.errors import ImageError
+from dogbreed.core.preprocess import eval_array, open_image
+from dogbreed.serve.predictor import (
     INPUT_NAME,
     INT8_FILE,
     METADATA_FILE,
@@ -29,8 +30,7 @@ from dogbreed.predict import (
     open_session,
     read_metadata,
 )
-from dogbreed.preprocess import eval_array, open_image
-from dogbreed.report import write_json
+from dogbreed.train.report import write_json
 
 log = logging.getLogger(__name__)
 CALIBRATION_IMAGES = 64

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dogbreed import iam
-from dogbreed.errors import ConfigError, DogbreedError
+from dogbreed.aws import policies as iam
+from dogbreed.core.errors import AwsError, ConfigError
 
 CONFIG_FILE = "dogbreed-aws.json"
 METRIC_DEFINITIONS = [
@@ -31,13 +31,9 @@ VARIANT = "AllTraffic"
 ALIAS = "live"
 
 
-class AwsError(DogbreedError):
-    exit_code = 8
-
-
 def load_config(path: Path | None) -> dict[str, Any]:
     """The repo's defaults file (or --config FILE), merged over the built-in one."""
-    builtin = json.loads((Path(__file__).parent / "aws_defaults.json").read_text())
+    builtin = json.loads((Path(__file__).parent / "defaults.json").read_text())
     candidates = [path] if path else [Path(CONFIG_FILE)]
     for candidate in candidates:
         if candidate and candidate.is_file():

@@ -21,10 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from dogbreed.errors import DogbreedError, ImageError
-from dogbreed.predict import Predictor, default_threads
-from dogbreed.preprocess import DEFAULT_MAX_PIXELS, eval_array, open_image
-from dogbreed.worker_load import WorkerLoad
+from dogbreed.core.errors import (
+    ImageError,
+    NotAcceptableError,
+    PayloadTooLargeError,
+    RequestError,
+    UnsupportedMediaTypeError,
+)
+from dogbreed.core.preprocess import DEFAULT_MAX_PIXELS, eval_array, open_image
+from dogbreed.serve.predictor import Predictor, default_threads
+from dogbreed.serve.worker_load import WorkerLoad
 
 JSON = "application/json"
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image", "application/octet-stream")
@@ -34,24 +40,6 @@ MAX_INSTANCES_ENV = "DOGBREED_MAX_INSTANCES"
 TOP_K_ENV = "DOGBREED_TOP_K"
 WORKERS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS"
 SHARE_CORES_ENV = "DOGBREED_SHARE_CORES"
-
-
-class RequestError(DogbreedError):
-    """A malformed request: 400."""
-
-    http_status = 400
-
-
-class PayloadTooLargeError(DogbreedError):
-    http_status = 413
-
-
-class UnsupportedMediaTypeError(DogbreedError):
-    http_status = 415
-
-
-class NotAcceptableError(DogbreedError):
-    http_status = 406
 
 
 def _env_number(name: str, default: float) -> float:

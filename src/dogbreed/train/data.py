@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from dogbreed.errors import DataError, ImageError
-from dogbreed.preprocess import CROP, eval_array, normalize, open_image
+from dogbreed.core.errors import DataError, ImageError
+from dogbreed.core.preprocess import CROP, eval_array, normalize, open_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 

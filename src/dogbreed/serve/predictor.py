@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from dogbreed.errors import ModelError
-from dogbreed.preprocess import eval_array, open_image
-from dogbreed.worker_load import WorkerLoad
+from dogbreed.core.errors import ModelError
+from dogbreed.core.preprocess import eval_array, open_image
+from dogbreed.serve.worker_load import WorkerLoad
 
 METADATA_FILE = "metadata.json"
 ONNX_FILE = "model.onnx"

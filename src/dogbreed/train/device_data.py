@@ -40,8 +40,8 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from dogbreed.errors import ImageError
-from dogbreed.preprocess import (
+from dogbreed.core.errors import ImageError
+from dogbreed.core.preprocess import (
     CROP,
     DEFAULT_MAX_PIXELS,
     IMAGENET_MEAN,

@@ -15,7 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
-from dogbreed.errors import ConfigError, ModelError
+from dogbreed.core.errors import ConfigError, ModelError
 
 COMMON_ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_large", "efficientnet_b0")
 

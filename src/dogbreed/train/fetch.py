@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dogbreed.errors import DataError, DownloadError
+from dogbreed.core.errors import DataError, DownloadError
 
 # The course's public copy of the dataset (Udacity dog project).
 DEFAULT_URL = "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from dogbreed.errors import ConfigError
+from dogbreed.core.errors import ConfigError
 
 # The first breeds of the 133-class dogImages set, in its order.
 BREEDS = (

@@ -22,10 +22,10 @@ import sys
 import time
 from collections.abc import Sequence
 
-from dogbreed import environment
-from dogbreed.errors import ConfigError
+from dogbreed.core.errors import ConfigError
+from dogbreed.train import config as environment
 
-log = logging.getLogger("dogbreed.launch")
+log = logging.getLogger("dogbreed.entrypoint")
 MASTER_PORT = 29500
 HOST_WAIT_ENV = "DOGBREED_HOST_WAIT_S"
 MASTER_PORT_ENV = "DOGBREED_MASTER_PORT"

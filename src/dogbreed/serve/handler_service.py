@@ -12,10 +12,10 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-from dogbreed.errors import DogbreedError
-from dogbreed.inference import input_fn, model_fn, output_fn, predict_fn
+from dogbreed.core.errors import DogbreedError
+from dogbreed.serve.codec import input_fn, model_fn, output_fn, predict_fn
 
-log = logging.getLogger("dogbreed.serve")
+log = logging.getLogger("dogbreed.serve.server")
 _model = None
 
 

@@ -12,11 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dogbreed.errors import DogbreedError
-
-
-class EndpointError(DogbreedError):
-    exit_code = 7
+from dogbreed.core.errors import EndpointError
 
 
 def wait_until_healthy(
