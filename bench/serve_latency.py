@@ -186,8 +186,9 @@ def bare_compute_ms(
     torch eager."""
     import torch
 
+    from dogbreed.core.modeldir import read_metadata
     from dogbreed.core.preprocess import eval_array, open_image
-    from dogbreed.serve.predictor import Predictor, read_metadata
+    from dogbreed.serve.predictor import Predictor
     from dogbreed.train.models import build_model
 
     x = eval_array(open_image(image))[None]

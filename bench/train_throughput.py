@@ -28,7 +28,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, models, transforms
 
-from dogbreed.train.config import SETTINGS, TrainConfig
+from dogbreed.core.settings import SETTINGS
+from dogbreed.train.config import TrainConfig
 from dogbreed.train.data import load_splits
 from dogbreed.train.distributed import Dist
 from dogbreed.train.loop import (

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from conftest import run_cli
+from dogbreed.core import hardware, settings
 from dogbreed.core.errors import ModelError
 from dogbreed.serve import predictor as predict
 from dogbreed.serve.predictor import Predictor
@@ -87,11 +88,11 @@ def test_gate_drops_an_int8_model_that_loses_accuracy(trained, e2e_data, tmp_pat
     ],
 )
 def test_precision_choice(trained, monkeypatch, flags, env, precision, expected):
-    monkeypatch.setattr(predict, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
     if env:
-        monkeypatch.setenv(predict.PRECISION_ENV, env)
+        monkeypatch.setenv(settings.PRECISION, env)
     else:
-        monkeypatch.delenv(predict.PRECISION_ENV, raising=False)
+        monkeypatch.delenv(settings.PRECISION, raising=False)
     got = Predictor(trained[0] / "model", threads=1, precision=precision)
     assert got.precision == expected
     names = {"int8": "model.int8.onnx", "fp32": "model.onnx"}
@@ -129,12 +130,12 @@ def test_server_serves_fp32_on_request(trained, e2e_data, tmp_path):
 
 
 def test_unknown_precision_is_refused(trained, monkeypatch):
-    monkeypatch.setenv(predict.PRECISION_ENV, "fp16")
+    monkeypatch.setenv(settings.PRECISION, "fp16")
     with pytest.raises(ModelError, match="must be one of auto, fp32, int8"):
         Predictor(trained[0] / "model")
 
 
 def test_cpu_flags_reads_this_machine():
-    flags = predict.cpu_flags()
+    flags = hardware.cpu_flags()
     if Path("/proc/cpuinfo").is_file():
         assert flags and all(isinstance(f, str) for f in flags)

@@ -66,7 +66,7 @@ def _add_data(sub) -> None:
 
 
 def _add_train(sub) -> None:
-    from dogbreed.train.config import SETTINGS, parse_bool
+    from dogbreed.core.settings import SETTINGS, parse_bool
 
     train = sub.add_parser(
         "train",
@@ -122,7 +122,7 @@ def _add_predict(sub) -> None:
 
 
 def _add_precision(parser: argparse.ArgumentParser) -> None:
-    from dogbreed.serve.predictor import PRECISIONS
+    from dogbreed.core.settings import PRECISIONS
 
     parser.add_argument(
         "--precision",

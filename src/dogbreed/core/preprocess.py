@@ -15,13 +15,12 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dogbreed.core.errors import ImageError, ImageTooLargeError
+from dogbreed.core.settings import DEFAULT_MAX_PIXELS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE = 256
 CROP = 224
-# 8k x 5k: above any camera photo, far below what would exhaust a worker's memory.
-DEFAULT_MAX_PIXELS = 40_000_000
 
 _MEAN = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(3, 1, 1)
 _STD = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)

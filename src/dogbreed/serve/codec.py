@@ -14,13 +14,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dogbreed.core import settings
 from dogbreed.core.errors import (
     ImageError,
     NotAcceptableError,
@@ -28,28 +28,17 @@ from dogbreed.core.errors import (
     RequestError,
     UnsupportedMediaTypeError,
 )
-from dogbreed.core.preprocess import DEFAULT_MAX_PIXELS, eval_array, open_image
+from dogbreed.core.preprocess import eval_array, open_image
 from dogbreed.serve.predictor import Predictor, default_threads
 from dogbreed.serve.worker_load import WorkerLoad
 
 JSON = "application/json"
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image", "application/octet-stream")
-MAX_PAYLOAD_MB_ENV = "DOGBREED_MAX_PAYLOAD_MB"
-MAX_PIXELS_ENV = "DOGBREED_MAX_PIXELS"
-MAX_INSTANCES_ENV = "DOGBREED_MAX_INSTANCES"
-TOP_K_ENV = "DOGBREED_TOP_K"
-WORKERS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS"
-SHARE_CORES_ENV = "DOGBREED_SHARE_CORES"
-
-
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw else default
 
 
 def max_payload_bytes() -> int:
     """Request size limit; InvokeEndpoint's own cap (6 MB) by default."""
-    return int(_env_number(MAX_PAYLOAD_MB_ENV, 6) * 1024 * 1024)
+    return int(settings.env_float(settings.MAX_PAYLOAD_MB) * 1024 * 1024)
 
 
 @dataclass
@@ -67,8 +56,8 @@ def crowded_threads(threads: int) -> int | None:
     None (one session, all threads, always) with one worker or when
     DOGBREED_SHARE_CORES=0.
     """
-    workers = int(_env_number(WORKERS_ENV, 1))
-    if workers < 2 or os.environ.get(SHARE_CORES_ENV, "1").strip().lower() in ("0", "false"):
+    workers = settings.env_int(settings.MODEL_SERVER_WORKERS, minimum=1)
+    if workers < 2 or not settings.env_flag(settings.SHARE_CORES):
         return None
     share = max(1, threads // workers)
     return share if share < threads else None
@@ -114,7 +103,7 @@ def _images_from_json(body: bytes | str) -> tuple[list[bytes], Any, bool]:
         instances = doc["instances"]
         if not isinstance(instances, list) or not instances:
             raise RequestError('"instances" must be a non-empty list of {"image": "<base64>"}')
-        limit = int(_env_number(MAX_INSTANCES_ENV, 64))
+        limit = settings.env_int(settings.MAX_INSTANCES, minimum=1)
         if len(instances) > limit:
             raise PayloadTooLargeError(f"{len(instances)} instances, at most {limit} per request")
         images = []
@@ -130,7 +119,7 @@ def _images_from_json(body: bytes | str) -> tuple[list[bytes], Any, bool]:
 
 def _top_k(raw: Any) -> int:
     if raw is None:
-        return int(_env_number(TOP_K_ENV, 5))
+        return settings.env_int(settings.TOP_K, minimum=1)
     if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
         raise RequestError(f'"top_k" must be a positive integer, got {raw!r}')
     return raw
@@ -151,7 +140,7 @@ def input_fn(input_data: bytes | str, content_type: str | None) -> Request:
         raise UnsupportedMediaTypeError(
             f"unsupported content type '{media}'; send one of {', '.join(IMAGE_TYPES)} or {JSON}"
         )
-    max_pixels = int(_env_number(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS))
+    max_pixels = settings.env_int(settings.MAX_PIXELS, minimum=1)
     arrays = []
     for i, data in enumerate(images):
         try:

@@ -7,30 +7,19 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dogbreed.core import settings
 from dogbreed.core.errors import ModelError
+from dogbreed.core.hardware import int8_native, usable_cores
+from dogbreed.core.modeldir import ONNX_FILE, read_metadata
 from dogbreed.core.preprocess import eval_array, open_image
+from dogbreed.core.settings import PRECISIONS
 from dogbreed.serve.worker_load import WorkerLoad
-
-METADATA_FILE = "metadata.json"
-ONNX_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
-STATE_DICT_FILE = "model.pth"
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
-THREADS_ENV = "DOGBREED_ORT_THREADS"
-SPIN_ENV = "DOGBREED_ORT_SPIN"
-PRECISION_ENV = "DOGBREED_PRECISION"
-PRECISIONS = ("auto", "fp32", "int8")
-# CPU flags of int8 dot-product instructions: x86 VNNI and AMX, Arm dotprod.
-INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -40,30 +29,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def default_threads() -> int:
-    if os.environ.get(THREADS_ENV):
-        return max(1, int(os.environ[THREADS_ENV]))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def int8_native() -> bool:
-    """Whether this CPU has int8 dot products. Without them int8 gains little and
-    rounds differently (AVX2's 16-bit saturation), so `auto` stays on fp32."""
-    return bool(cpu_flags() & set(INT8_DOT_FLAGS))
+    """ONNX Runtime threads per session: $DOGBREED_ORT_THREADS, else every usable core."""
+    if settings.env_str(settings.ORT_THREADS):
+        return settings.env_int(settings.ORT_THREADS, minimum=1)
+    return usable_cores()
 
 
 def trim_heap() -> None:
@@ -89,27 +58,13 @@ def open_session(onnx_path: Path, threads: int | None = None):
     # Idle ORT threads spin for a while after each run; with several server
     # workers on the same cores that spinning steals the busy worker's CPU
     # (measured: c=1 p50 100 ms spinning vs 60 ms not). Off unless asked for.
-    spin = os.environ.get(SPIN_ENV, "0")
+    spin = "1" if settings.env_flag(settings.ORT_SPIN) else "0"
     opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
     opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
     try:
         return ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ModelError(f"cannot load {onnx_path}: {exc}") from None
-
-
-def read_metadata(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / METADATA_FILE
-    if not path.is_file():
-        raise ModelError(f"{model_dir} is not a model directory: {METADATA_FILE} is missing")
-    try:
-        meta = json.loads(path.read_text())
-        labels = meta["labels"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"{path} is malformed: {exc}") from None
-    if not labels or len(labels) != meta.get("num_classes", len(labels)):
-        raise ModelError(f"{path}: labels do not match num_classes")
-    return meta
 
 
 def choose_model_file(
@@ -121,9 +76,10 @@ def choose_model_file(
     auto: the int8 model where training kept one and this CPU has int8 dot
     products, else fp32. int8 on a model without one is an error.
     """
-    precision = (precision or os.environ.get(PRECISION_ENV) or "auto").strip().lower()
+    precision = (precision or settings.env_str(settings.PRECISION) or "auto").strip().lower()
     if precision not in PRECISIONS:
-        raise ModelError(f"{PRECISION_ENV}={precision!r}: must be one of {', '.join(PRECISIONS)}")
+        choices = ", ".join(PRECISIONS)
+        raise ModelError(f"{settings.PRECISION}={precision!r}: must be one of {choices}")
     files = meta.get("files", {})
     int8 = files.get("onnx_int8")
     if precision == "int8" and not int8:

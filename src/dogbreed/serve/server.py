@@ -35,19 +35,19 @@ import sys
 import tempfile
 from pathlib import Path
 
+from dogbreed.core import settings
 from dogbreed.core.errors import ConfigError
-from dogbreed.serve.predictor import PRECISION_ENV, Predictor
+from dogbreed.serve.predictor import Predictor
 
 log = logging.getLogger(__name__)
 HANDLER_SERVICE = "dogbreed.serve.handler_service"
-DEFAULTS = {
-    "SAGEMAKER_BIND_TO_PORT": "8080",
-    "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
-    "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "60",
-    # The front end only queues bytes: a small heap keeps it at ~150 MB resident.
-    "SAGEMAKER_MODEL_SERVER_VMARGS": "-XX:-UseContainerSupport -Xms32m -Xmx256m "
-    "-XX:+UseSerialGC -XX:MaxMetaspaceSize=96m -XX:TieredStopAtLevel=1",
-}
+# The toolkit's variables that we give a default (the rest keep the toolkit's own).
+SERVER_DEFAULTS = (
+    settings.BIND_TO_PORT,
+    settings.MODEL_SERVER_WORKERS,
+    settings.MODEL_SERVER_TIMEOUT_SECONDS,
+    settings.MODEL_SERVER_VMARGS,
+)
 
 
 def server_environment(
@@ -59,16 +59,16 @@ def server_environment(
 ) -> dict[str, str]:
     """The variables the toolkit and MMS read, defaults filled in, flags on top."""
     out = dict(env)
-    for key, value in DEFAULTS.items():
-        out.setdefault(key, value)
+    for key in SERVER_DEFAULTS:
+        out[key] = settings.env_str(key, out)  # type: ignore[assignment]
     if port is not None:
-        out["SAGEMAKER_BIND_TO_PORT"] = str(port)
+        out[settings.BIND_TO_PORT] = str(port)
     if workers is not None:
-        out["SAGEMAKER_MODEL_SERVER_WORKERS"] = str(workers)
+        out[settings.MODEL_SERVER_WORKERS] = str(workers)
     if precision is not None:
-        out[PRECISION_ENV] = precision
+        out[settings.PRECISION] = precision
     # MMS's own cap sits above ours so that our handler answers a JSON 413.
-    payload_mb = float(out.get("DOGBREED_MAX_PAYLOAD_MB", "6"))
+    payload_mb = settings.env_float(settings.MAX_PAYLOAD_MB, out)
     out.setdefault("SAGEMAKER_MAX_PAYLOAD_IN_MB", str(math.ceil(payload_mb * 2) + 1))
     # The toolkit serves BASE/model: point BASE at the model's parent, or a link.
     if model_dir.name == "model":
@@ -189,8 +189,8 @@ def serve(
         "serving %s (%s) on port %s with %s workers",
         model_dir,
         model_precision,
-        os.environ["SAGEMAKER_BIND_TO_PORT"],
-        os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"],
+        os.environ[settings.BIND_TO_PORT],
+        os.environ[settings.MODEL_SERVER_WORKERS],
     )
     become_subreaper()
     # Until the toolkit installs its own handler (forward to MMS, then return),

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from dogbreed.core.errors import ConfigError
+from dogbreed.core.settings import SETTINGS, parse_setting
 
 # Names defined by SageMaker and its training toolkit.
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
@@ -37,140 +38,6 @@ FOREIGN_KEY_PREFIXES = ("sagemaker_", "_")
 SPLITS = ("train", "valid", "test")
 # Channel names accepted for each split when data comes as separate channels.
 SPLIT_CHANNELS = {"train": ("train",), "valid": ("valid", "validation", "val"), "test": ("test",)}
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be at least 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError("must be greater than 0")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise ValueError("must lie between 0 and 1")
-    return value
-
-
-def parse_bool(text: str) -> bool:
-    lowered = str(text).strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("must be true or false")
-
-
-def _choice(*options: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in options:
-            raise ValueError(f"must be one of {', '.join(options)}")
-        return text
-
-    return parse
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One training setting: its parser, default and help (flags and hyperparameters share it)."""
-
-    parse: Callable[[str], Any]
-    default: Any
-    help: str
-
-
-# The settings a user may give as a flag or a hyperparameter (key spelt with '-').
-SETTINGS: dict[str, Setting] = {
-    "arch": Setting(
-        str,
-        "resnet50",
-        "torchvision backbone (resnet18/34/50, mobilenet_v3_large, "
-        "efficientnet_b0, or any torchvision classification model)",
-    ),
-    "weights": Setting(
-        str,
-        "imagenet",
-        "backbone weights: 'imagenet' (torchvision's), 'none' "
-        "(random init) or the path of a torchvision state-dict FILE",
-    ),
-    "epochs": Setting(_positive_int, 10, "number of epochs"),
-    "batch-size": Setting(
-        _positive_int,
-        None,
-        "images per batch, per process under DDP (default: 32 on CPU, 256 on a GPU)",
-    ),
-    "lr": Setting(
-        _positive_float,
-        None,
-        "learning rate of the head, AdamW with a cosine schedule (default: 1e-3 at "
-        "batch size 32, scaled by sqrt(batch size / 32))",
-    ),
-    "backbone-lr-scale": Setting(
-        _positive_float, 0.1, "with --unfreeze, backbone learning rate = lr x this"
-    ),
-    "weight-decay": Setting(float, 1e-4, "AdamW weight decay"),
-    "unfreeze": Setting(parse_bool, False, "train the whole network, not only the new head"),
-    "workers": Setting(
-        _non_negative_int, None, "data-loading processes (default: CPU cores, at most 8)"
-    ),
-    "device": Setting(_choice("auto", "cpu", "cuda"), "auto", "auto picks cuda when available"),
-    "precision": Setting(
-        _choice("auto", "bf16", "fp32"),
-        "auto",
-        "bf16 autocast or fp32; auto: bf16 where the device computes it natively "
-        "(CUDA GPUs from Ampere on, CPUs with AVX512-BF16 or AMX), else fp32",
-    ),
-    "channels-last": Setting(
-        parse_bool, True, "run the network in channels-last memory format (faster on GPU and CPU)"
-    ),
-    "pipeline": Setting(
-        _choice("auto", "loader", "device"),
-        "auto",
-        "data pipeline. loader: Pillow decodes and augments in loader workers; device: "
-        "workers read bytes, the training device decodes (nvjpeg on CUDA) and augments; "
-        "auto: device on CUDA, loader on CPU",
-    ),
-    "compile": Setting(
-        parse_bool,
-        False,
-        "torch.compile the network (minutes of compiling first; pays off on GPUs)",
-    ),
-    "int8": Setting(
-        parse_bool,
-        True,
-        "also write model.int8.onnx: ONNX Runtime static int8 quantisation calibrated on "
-        "training images, kept only if its val_acc is within --int8-max-drop of fp32's. "
-        "Servers run it on CPUs with int8 dot products (VNNI/AMX/dotprod), ~3x faster",
-    ),
-    "int8-max-drop": Setting(
-        _fraction, 0.01, "largest val_acc loss (a fraction) at which the int8 model is kept"
-    ),
-    "seed": Setting(int, 0, "random seed (data order, augmentation, head init)"),
-    "patience": Setting(
-        _non_negative_int,
-        0,
-        "stop after this many epochs without a better val_acc (0: never stop early)",
-    ),
-    "max-bad-fraction": Setting(
-        _fraction, 0.05, "fail when more than this share of images cannot be decoded"
-    ),
-}
-PATH_SETTINGS = ("data", "model-dir", "output-dir", "checkpoint-dir")
 
 
 @dataclass(frozen=True)
@@ -210,15 +77,6 @@ class TrainConfig:
 
 def base_dir(env: Mapping[str, str]) -> Path:
     return Path(env.get(BASE_DIR_ENV, DEFAULT_BASE_DIR))
-
-
-def parse_setting(key: str, raw: Any, source: str) -> Any:
-    """Parse one value with its setting's parser; one clear error when it does not fit."""
-    setting = SETTINGS[key]
-    try:
-        return setting.parse(raw if isinstance(raw, str) else json.dumps(raw))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{source} '{key}': invalid value {raw!r} ({exc})") from None
 
 
 def decode_hyperparameter(raw: Any) -> Any:

@@ -14,9 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-# Long enough for a slow host to load data, short enough that a dead peer ends
-# the job instead of hanging it.
-DEFAULT_TIMEOUT_S = 600
+from dogbreed.core import settings
 
 
 @dataclass(frozen=True)
@@ -43,9 +41,7 @@ def setup(device_kind: str) -> Dist:
     backend = "nccl" if device_kind == "cuda" else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(local)
-    timeout = datetime.timedelta(
-        seconds=int(os.environ.get("DOGBREED_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
-    )
+    timeout = datetime.timedelta(seconds=settings.env_int(settings.DIST_TIMEOUT, minimum=1))
     dist.init_process_group(backend=backend, timeout=timeout)
     return Dist(rank=rank, world_size=world, local_rank=local)
 

@@ -18,17 +18,17 @@ import torch
 
 from dogbreed import __version__
 from dogbreed.core.errors import ModelError
-from dogbreed.core.preprocess import CROP, IMAGENET_MEAN, IMAGENET_STD, RESIZE
-from dogbreed.serve.predictor import (
+from dogbreed.core.modeldir import (
     INPUT_NAME,
     METADATA_FILE,
     ONNX_FILE,
     OUTPUT_NAME,
     STATE_DICT_FILE,
+    write_json,
 )
+from dogbreed.core.preprocess import CROP, IMAGENET_MEAN, IMAGENET_STD, RESIZE
 from dogbreed.train.data import display_label
 from dogbreed.train.models import Classifier
-from dogbreed.train.report import write_json
 
 ONNX_TOLERANCE = 1e-4
 log = logging.getLogger(__name__)

@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from dogbreed.core.errors import ConfigError, DataError
-from dogbreed.serve.predictor import cpu_flags
+from dogbreed.core.hardware import bf16_native_cpu
+from dogbreed.core.modeldir import write_json
 from dogbreed.train import checkpoint, distributed
 from dogbreed.train.config import TrainConfig
 from dogbreed.train.data import (
@@ -44,7 +45,7 @@ from dogbreed.train.export import write_model_dir
 from dogbreed.train.models import Classifier, build_model, param_groups
 from dogbreed.train.monitor import ResourceMonitor
 from dogbreed.train.quantize import export_int8
-from dogbreed.train.report import confused_pairs, plot_curves, plot_resources, write_json
+from dogbreed.train.report import confused_pairs, plot_curves, plot_resources
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def native_bf16(device: torch.device) -> bool:
     """Whether the device computes bf16 in hardware (emulated bf16 is slower than fp32)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    return bf16_native_cpu()
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

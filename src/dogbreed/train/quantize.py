@@ -21,16 +21,16 @@ from typing import Any
 import numpy as np
 
 from dogbreed.core.errors import ImageError
-from dogbreed.core.preprocess import eval_array, open_image
-from dogbreed.serve.predictor import (
+from dogbreed.core.modeldir import (
     INPUT_NAME,
     INT8_FILE,
     METADATA_FILE,
     ONNX_FILE,
-    open_session,
     read_metadata,
+    write_json,
 )
-from dogbreed.train.report import write_json
+from dogbreed.core.preprocess import eval_array, open_image
+from dogbreed.serve.predictor import open_session
 
 log = logging.getLogger(__name__)
 CALIBRATION_IMAGES = 64

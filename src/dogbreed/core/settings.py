@@ -1,0 +1,301 @@
+"""Every setting by name, with its one default: environment variables and training settings.
+
+Environment variables are read through `env_str`/`env_int`/`env_float`, so a
+malformed value is a ConfigError naming the variable, never a bare ValueError.
+Training settings (`SETTINGS`) are given as flags or as SageMaker
+hyperparameters under the same key (spelt with '-'; '_' is accepted too).
+The README's settings tables are checked against this module by a test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dogbreed.core.errors import ConfigError
+
+# ---- environment variables ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """An environment variable we read: its name, default (None: unset) and meaning."""
+
+    name: str
+    default: str | None
+    help: str
+
+
+def _vars(*items: EnvVar) -> dict[str, EnvVar]:
+    return {v.name: v for v in items}
+
+
+# SageMaker's own names (set by the platform or its toolkits).
+SAGEMAKER_BASE_DIR = "SAGEMAKER_BASE_DIR"
+DEFAULT_BASE_DIR = "/opt/ml"
+SM_MODEL_DIR = "SM_MODEL_DIR"
+SM_OUTPUT_DATA_DIR = "SM_OUTPUT_DATA_DIR"
+SM_CHANNEL_PREFIX = "SM_CHANNEL_"
+SM_HOSTS = "SM_HOSTS"
+SM_CURRENT_HOST = "SM_CURRENT_HOST"
+SM_NUM_GPUS = "SM_NUM_GPUS"
+
+# The serving process: the sagemaker-inference toolkit's variables and ours.
+BIND_TO_PORT = "SAGEMAKER_BIND_TO_PORT"
+MODEL_SERVER_WORKERS = "SAGEMAKER_MODEL_SERVER_WORKERS"
+MODEL_SERVER_TIMEOUT_SECONDS = "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"
+MODEL_SERVER_VMARGS = "SAGEMAKER_MODEL_SERVER_VMARGS"
+MAX_PAYLOAD_MB = "DOGBREED_MAX_PAYLOAD_MB"
+MAX_PIXELS = "DOGBREED_MAX_PIXELS"
+MAX_INSTANCES = "DOGBREED_MAX_INSTANCES"
+TOP_K = "DOGBREED_TOP_K"
+PRECISION = "DOGBREED_PRECISION"
+ORT_THREADS = "DOGBREED_ORT_THREADS"
+SHARE_CORES = "DOGBREED_SHARE_CORES"
+ORT_SPIN = "DOGBREED_ORT_SPIN"
+
+# The front end only queues bytes: a small heap keeps it at ~150 MB resident.
+DEFAULT_VMARGS = (
+    "-XX:-UseContainerSupport -Xms32m -Xmx256m "
+    "-XX:+UseSerialGC -XX:MaxMetaspaceSize=96m -XX:TieredStopAtLevel=1"
+)
+# 8k x 5k: above any camera photo, far below what would exhaust a worker's memory.
+DEFAULT_MAX_PIXELS = 40_000_000
+PRECISIONS = ("auto", "fp32", "int8")
+
+SERVE_ENV = _vars(
+    EnvVar(BIND_TO_PORT, "8080", "port (also `--port`)"),
+    EnvVar(MODEL_SERVER_WORKERS, "2", "worker processes (also `--workers`)"),
+    EnvVar(
+        MODEL_SERVER_TIMEOUT_SECONDS,
+        "60",
+        "response timeout in seconds (MMS reads the older `SAGEMAKER_MODEL_SERVER_TIMEOUT` "
+        "in minutes)",
+    ),
+    EnvVar(MAX_PAYLOAD_MB, "6", "request size limit (InvokeEndpoint's own cap), JSON 413 above it"),
+    EnvVar(
+        MAX_PIXELS, str(DEFAULT_MAX_PIXELS), "decompression-bomb guard, checked before decoding"
+    ),
+    EnvVar(MAX_INSTANCES, "64", "images per JSON batch"),
+    EnvVar(TOP_K, "5", "default `top_k`"),
+    EnvVar(
+        PRECISION,
+        "auto",
+        "`fp32`, `int8`, or `auto`: the int8 model where training kept one and the CPU has "
+        "int8 dot products (also `--precision`)",
+    ),
+    EnvVar(ORT_THREADS, None, "ONNX Runtime threads per worker (default: all cores)"),
+    EnvVar(
+        SHARE_CORES,
+        "1",
+        "while other workers are busy too, a worker runs on a second ONNX Runtime session with "
+        "its share of the cores; `0`: one session, all threads, always",
+    ),
+    EnvVar(ORT_SPIN, "0", "let idle ONNX Runtime threads spin"),
+    EnvVar(MODEL_SERVER_VMARGS, DEFAULT_VMARGS, "JVM flags of the MMS front end"),
+)
+
+# The train image's launcher and the training processes.
+HOST_WAIT_S = "DOGBREED_HOST_WAIT_S"
+MASTER_PORT = "DOGBREED_MASTER_PORT"
+DIST_TIMEOUT = "DOGBREED_DIST_TIMEOUT"
+
+TRAIN_ENV = _vars(
+    EnvVar(HOST_WAIT_S, "120", "seconds to wait for every host name to resolve"),
+    EnvVar(MASTER_PORT, "29500", "port of the first host's rendezvous (multi-host jobs)"),
+    EnvVar(
+        DIST_TIMEOUT,
+        "600",
+        "seconds a collective waits for a peer before the job fails: long enough for a slow "
+        "host to load data, short enough that a dead peer ends the job instead of hanging it",
+    ),
+)
+
+ENV = {**SERVE_ENV, **TRAIN_ENV}
+
+
+def env_str(name: str, env: Mapping[str, str] | None = None) -> str | None:
+    """The variable's value, or its one default; an empty value counts as unset."""
+    env = os.environ if env is None else env
+    value = env.get(name, "").strip()
+    return value or ENV[name].default
+
+
+def env_float(name: str, env: Mapping[str, str] | None = None, minimum: float = 0) -> float:
+    raw = env_str(name, env)
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={raw!r}: must be a number") from None
+    if not value >= minimum:
+        raise ConfigError(f"{name}={raw!r}: must be at least {minimum:g}")
+    return value
+
+
+def env_int(name: str, env: Mapping[str, str] | None = None, minimum: int = 0) -> int:
+    raw = env_str(name, env)
+    try:
+        value = int(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={raw!r}: must be a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r}: must be at least {minimum}")
+    return value
+
+
+def env_flag(name: str, env: Mapping[str, str] | None = None) -> bool:
+    raw = env_str(name, env) or "0"
+    try:
+        return parse_bool(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: must be 1/0 or true/false") from None
+
+
+# ---- training settings (flags and hyperparameters) ------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise ValueError("must lie between 0 and 1")
+    return value
+
+
+def parse_bool(text: str) -> bool:
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One training setting: its parser, default and help (flags and hyperparameters share it)."""
+
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+
+
+# The settings a user may give as a flag or a hyperparameter (key spelt with '-').
+SETTINGS: dict[str, Setting] = {
+    "arch": Setting(
+        str,
+        "resnet50",
+        "torchvision backbone (resnet18/34/50, mobilenet_v3_large, "
+        "efficientnet_b0, or any torchvision classification model)",
+    ),
+    "weights": Setting(
+        str,
+        "imagenet",
+        "backbone weights: 'imagenet' (torchvision's), 'none' "
+        "(random init) or the path of a torchvision state-dict FILE",
+    ),
+    "epochs": Setting(_positive_int, 10, "number of epochs"),
+    "batch-size": Setting(
+        _positive_int,
+        None,
+        "images per batch, per process under DDP (default: 32 on CPU, 256 on a GPU)",
+    ),
+    "lr": Setting(
+        _positive_float,
+        None,
+        "learning rate of the head, AdamW with a cosine schedule (default: 1e-3 at "
+        "batch size 32, scaled by sqrt(batch size / 32))",
+    ),
+    "backbone-lr-scale": Setting(
+        _positive_float, 0.1, "with --unfreeze, backbone learning rate = lr x this"
+    ),
+    "weight-decay": Setting(float, 1e-4, "AdamW weight decay"),
+    "unfreeze": Setting(parse_bool, False, "train the whole network, not only the new head"),
+    "workers": Setting(
+        _non_negative_int, None, "data-loading processes (default: CPU cores, at most 8)"
+    ),
+    "device": Setting(_choice("auto", "cpu", "cuda"), "auto", "auto picks cuda when available"),
+    "precision": Setting(
+        _choice("auto", "bf16", "fp32"),
+        "auto",
+        "bf16 autocast or fp32; auto: bf16 where the device computes it natively "
+        "(CUDA GPUs from Ampere on, CPUs with AVX512-BF16 or AMX), else fp32",
+    ),
+    "channels-last": Setting(
+        parse_bool, True, "run the network in channels-last memory format (faster on GPU and CPU)"
+    ),
+    "pipeline": Setting(
+        _choice("auto", "loader", "device"),
+        "auto",
+        "data pipeline. loader: Pillow decodes and augments in loader workers; device: "
+        "workers read bytes, the training device decodes (nvjpeg on CUDA) and augments; "
+        "auto: device on CUDA, loader on CPU",
+    ),
+    "compile": Setting(
+        parse_bool,
+        False,
+        "torch.compile the network (minutes of compiling first; pays off on GPUs)",
+    ),
+    "int8": Setting(
+        parse_bool,
+        True,
+        "also write model.int8.onnx: ONNX Runtime static int8 quantisation calibrated on "
+        "training images, kept only if its val_acc is within --int8-max-drop of fp32's. "
+        "Servers run it on CPUs with int8 dot products (VNNI/AMX/dotprod), ~3x faster",
+    ),
+    "int8-max-drop": Setting(
+        _fraction, 0.01, "largest val_acc loss (a fraction) at which the int8 model is kept"
+    ),
+    "seed": Setting(int, 0, "random seed (data order, augmentation, head init)"),
+    "patience": Setting(
+        _non_negative_int,
+        0,
+        "stop after this many epochs without a better val_acc (0: never stop early)",
+    ),
+    "max-bad-fraction": Setting(
+        _fraction, 0.05, "fail when more than this share of images cannot be decoded"
+    ),
+}
+PATH_SETTINGS = ("data", "model-dir", "output-dir", "checkpoint-dir")
+
+
+def parse_setting(key: str, raw: Any, source: str) -> Any:
+    """Parse one value with its setting's parser; one clear error when it does not fit."""
+    import json
+
+    setting = SETTINGS[key]
+    try:
+        return setting.parse(raw if isinstance(raw, str) else json.dumps(raw))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source} '{key}': invalid value {raw!r} ({exc})") from None
