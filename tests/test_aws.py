@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import uuid
 
 import boto3
@@ -11,8 +14,12 @@ import pytest
 from botocore.stub import Stubber
 
 from conftest import run_cli
-from dogbreed.aws import ops as awsops
+from dogbreed.aws import context, functions
 from dogbreed.aws import policies as iam
+from dogbreed.aws.config import load_config
+from dogbreed.aws.context import Ctx, Names
+from dogbreed.aws.endpoint import DeployOptions, cmd_deploy
+from dogbreed.core.errors import AwsError, ConfigError
 
 ACCOUNT = "123456789012"  # moto's account
 REGION = "us-east-1"
@@ -51,12 +58,12 @@ def dry_request(output: str, operation: str) -> dict:
     return json.loads(output.split(f"{operation} ")[1].splitlines()[0])
 
 
-def offline_ctx(service: str) -> tuple[awsops.Ctx, object]:
+def offline_ctx(service: str) -> tuple[Ctx, object]:
     """A context for deployment 'dogs' whose `service` client a botocore Stubber will answer."""
     client = boto3.client(
         service, region_name=REGION, aws_access_key_id="x", aws_secret_access_key="y"
     )
-    ctx = awsops.Ctx(awsops.Names("dogs"), awsops.load_config(None))
+    ctx = Ctx(Names("dogs"), load_config(None))
     ctx._clients[service] = client
     ctx._identity = (ACCOUNT, REGION)
     return ctx, client
@@ -282,7 +289,7 @@ def test_provisioned_concurrency_request_fits_the_service_model():
             {"RequestedProvisionedConcurrentExecutions": 2, "Status": "IN_PROGRESS"},
             {"FunctionName": "dogs", "Qualifier": "live", "ProvisionedConcurrentExecutions": 2},
         )
-        awsops._concurrency(ctx, reserved=5, provisioned=2)
+        functions._concurrency(ctx, reserved=5, provisioned=2)
         stub.assert_no_pending_responses()
 
 
@@ -338,5 +345,131 @@ def test_redeploy_updates_the_endpoint_request():
         stub.add_response("describe_endpoint", {**endpoint, "EndpointConfigName": "dogs-0000"})
         stub.add_response("update_endpoint", {"EndpointArn": endpoint["EndpointArn"]})
         stub.add_response("describe_endpoint", {**endpoint, "EndpointConfigName": "dogs-1111"})
-        awsops.cmd_deploy(ctx, SERVE, "s3://b/model.tar.gz", None, wait_s=5)
+        cmd_deploy(ctx, DeployOptions(SERVE, "s3://b/model.tar.gz", wait_s=5))
         stub.assert_no_pending_responses()
+
+
+# ---- the error classifier, config checks, one-line errors, light imports --------------------
+
+
+def moto_ctx(name: str = "dogs") -> Ctx:
+    """A context on moto's server (aws_env sets the endpoint and credentials)."""
+    return Ctx(Names(name), load_config(None, {"region": REGION}))
+
+
+def test_missing_resource_codes_from_moto_read_as_none(aws_env):
+    ctx = moto_ctx(unique())
+    assert ctx.find("iam", "get_role", RoleName=f"{ctx.names.name}-nope") is None
+    assert ctx.find("sagemaker", "describe_endpoint", EndpointName=ctx.names.endpoint) is None
+    assert ctx.find("lambda", "get_function", FunctionName=ctx.names.function) is None
+    assert ctx.find("s3", "head_object", Bucket="no-such-bucket-dogs", Key="k") is None
+    assert ctx.delete("logs", "delete_log_group", logGroupName=ctx.names.log_group) is False
+    # A read of something that must exist reports the code instead of returning None.
+    with pytest.raises(AwsError, match=r"^iam get_role: NoSuchEntity: "):
+        ctx.read("iam", "get_role", RoleName=f"{ctx.names.name}-nope")
+
+
+def test_other_error_codes_are_aws_errors(aws_env):
+    ctx = moto_ctx(unique())
+    role = {"RoleName": ctx.names.lambda_role, "AssumeRolePolicyDocument": "{}"}
+    ctx.write("iam", "create_role", **role)
+    with pytest.raises(AwsError, match=r"^iam create_role: EntityAlreadyExists: "):
+        ctx.write("iam", "create_role", **role)
+    # A code that is not the call's "missing" code is an error, even from a find.
+    stubbed, client = offline_ctx("iam")
+    with Stubber(client) as stub:
+        stub.add_client_error("get_role", "AccessDenied", "Role dogs not found")
+        with pytest.raises(AwsError) as err:
+            stubbed.find("iam", "get_role", RoleName="dogs")
+    assert str(err.value) == "iam get_role: AccessDenied: Role dogs not found"
+
+
+def test_missing_codes_fit_the_service_models():
+    """Each code of context.MISSING is one of the call's error shapes in botocore's model,
+    or one the service answers without declaring it (checked against moto above)."""
+    undeclared = {("sagemaker", "ValidationException"), ("s3", "404")}
+    for (service, op), codes in context.MISSING.items():
+        client = boto3.client(
+            service, region_name=REGION, aws_access_key_id="x", aws_secret_access_key="y"
+        )
+        operation = client.meta.service_model.operation_model(client.meta.method_to_api_mapping[op])
+        declared = {s.metadata.get("error", {}).get("code", s.name) for s in operation.error_shapes}
+        for code in codes:
+            assert code in declared or (service, code) in undeclared, (service, op, code)
+
+
+def test_upload_data_to_a_non_s3_uri_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "dogbreed", "aws", "upload-data", "/tmp", "bucket/prefix"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "'bucket/prefix'" in proc.stderr and "s3://bucket/prefix" in proc.stderr
+
+
+def test_an_unreadable_image_is_one_line(tmp_path):
+    proc = run_cli("aws", "invoke", "--name", "dogs", str(tmp_path / "none.jpg"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        ({"train": {"instance_count": "two"}}, "'train.instance_count' must be a number"),
+        ({"train": {"max_runtime_s": 1.5}}, "'train.max_runtime_s' must be a whole number"),
+        ({"train": None}, "'train' must be a JSON object"),
+        ({"lambda": {"allow_url_fetch": "maybe"}}, "'lambda.allow_url_fetch' must be true"),
+        ({"repositories": "dogbreed-train"}, "'repositories' must be a JSON list"),
+        ({"tune": {"batch_sizes": [[32]]}}, "'tune.batch_sizes' must be a string or number"),
+        ({"lambda": {"s3_input": "bucket/in"}}, "lambda.s3_input 'bucket/in' is not an S3"),
+        ({"output": "s3://"}, "output 's3://' is not an S3 location"),
+        ({"trian": {}}, "unknown setting 'trian'"),
+        (["not", "an", "object"], "must hold a JSON object"),
+    ],
+)
+def test_malformed_config_names_the_setting(tmp_path, content, named):
+    path = tmp_path / "aws.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_config(path)
+
+
+def test_config_values_are_typed_and_flags_override_them(tmp_path):
+    path = tmp_path / "aws.json"
+    path.write_text(json.dumps({"train": {"instance_count": "2", "hyperparameters": {"lr": 1}}}))
+    config = load_config(path, {"data": "s3://other/data", "output": None})
+    assert config["train"]["instance_count"] == 2
+    assert config["train"]["hyperparameters"] == {"lr": "1"}  # replaced whole, as strings
+    assert config["data"] == "s3://other/data" and config["output"].startswith("s3://")
+    with pytest.raises(ConfigError, match=r"^data 'x' is not an S3 location"):
+        load_config(path, {"data": "x"})
+
+
+def test_the_aws_commands_load_no_image_stack(aws_env, tmp_path):
+    """Every aws module and `dogbreed aws iam` run without torch, numpy, Pillow or ORT."""
+    env, config = aws_env
+    script = f"""
+import importlib, pkgutil, sys
+import dogbreed.aws
+for mod in pkgutil.iter_modules(dogbreed.aws.__path__):
+    importlib.import_module(f"dogbreed.aws.{{mod.name}}")
+import dogbreed.cli.aws_cmds
+from dogbreed.cli.main import main
+assert main(["aws", "iam", "--name", "light", "--dry-run", "--config", {str(config)!r}]) == 0
+heavy = ("torch", "torchvision", "numpy", "PIL", "onnxruntime", "matplotlib")
+print(sorted(m for m in sys.modules if m.split(".")[0] in heavy))
+print(sorted(m for m in sys.modules if m.startswith(("dogbreed.train", "dogbreed.serve"))))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-2:] == ["[]", "[]"], proc.stdout

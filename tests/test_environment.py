@@ -9,6 +9,7 @@ import pytest
 
 from dogbreed.core.errors import ConfigError
 from dogbreed.train import config as environment
+from dogbreed.train.sagemaker import Job, write_failure
 from dogbreed.train.synth import synthesize
 
 
@@ -57,7 +58,7 @@ def test_sagemaker_strings_are_parsed(tmp_path):
             "_tuning_objective_metric": "x",
         },
     )
-    cfg = environment.resolve({}, env={"SAGEMAKER_BASE_DIR": str(base)})
+    cfg = environment.resolve({}, Job.read({"SAGEMAKER_BASE_DIR": str(base)}))
     assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.arch, cfg.unfreeze, cfg.weights) == (
         7,
         64,
@@ -79,15 +80,15 @@ def test_sagemaker_strings_are_parsed(tmp_path):
 def test_flags_win_over_hyperparameters_and_sm_variables(tmp_path):
     base = opt_ml(tmp_path, {"epochs": "7", "batch-size": "64"})
     env = {"SAGEMAKER_BASE_DIR": str(base), "SM_MODEL_DIR": str(tmp_path / "sm_model")}
-    cfg = environment.resolve({"epochs": 2, "model-dir": str(tmp_path / "mine")}, env=env)
+    cfg = environment.resolve({"epochs": 2, "model-dir": str(tmp_path / "mine")}, Job.read(env))
     assert cfg.epochs == 2 and cfg.batch_size == 64
     assert cfg.model_dir == tmp_path / "mine"
-    assert environment.resolve({}, env=env).model_dir == tmp_path / "sm_model"
+    assert environment.resolve({}, Job.read(env)).model_dir == tmp_path / "sm_model"
 
 
 def test_separate_train_valid_test_channels(tmp_path):
     base = opt_ml(tmp_path, channels=("train", "validation", "test"))
-    cfg = environment.resolve({}, env={"SAGEMAKER_BASE_DIR": str(base)})
+    cfg = environment.resolve({}, Job.read({"SAGEMAKER_BASE_DIR": str(base)}))
     assert cfg.train_dir.name == "train" and cfg.valid_dir.name == "validation"
     assert cfg.test_dir.name == "test"
 
@@ -98,7 +99,7 @@ def test_sm_channel_variable_points_at_data(tmp_path):
         "SM_CHANNEL_TRAINING": str(tmp_path / "elsewhere"),
         "SAGEMAKER_BASE_DIR": str(tmp_path / "none"),
     }
-    assert environment.resolve({}, env=env).valid_dir == tmp_path / "elsewhere" / "valid"
+    assert environment.resolve({}, Job.read(env)).valid_dir == tmp_path / "elsewhere" / "valid"
 
 
 @pytest.mark.parametrize(
@@ -115,21 +116,21 @@ def test_sm_channel_variable_points_at_data(tmp_path):
 def test_bad_hyperparameters_are_one_clear_error(tmp_path, hps, message):
     base = opt_ml(tmp_path, hps)
     with pytest.raises(ConfigError, match=message):
-        environment.resolve({}, env={"SAGEMAKER_BASE_DIR": str(base)})
+        environment.resolve({}, Job.read({"SAGEMAKER_BASE_DIR": str(base)}))
 
 
 def test_missing_split_and_missing_data(tmp_path):
     (tmp_path / "d" / "train" / "001.A").mkdir(parents=True)
     with pytest.raises(ConfigError, match="no 'valid/' folder"):
-        environment.resolve({"data": str(tmp_path / "d")}, env={})
+        environment.resolve({"data": str(tmp_path / "d")}, Job.read({}))
     with pytest.raises(ConfigError, match="pass --data"):
-        environment.resolve({}, env={"SAGEMAKER_BASE_DIR": str(tmp_path / "x")})
+        environment.resolve({}, Job.read({"SAGEMAKER_BASE_DIR": str(tmp_path / "x")}))
 
 
 def test_laptop_defaults(tmp_path):
     synthesize(tmp_path / "d", classes=2, per_class=3)
     cfg = environment.resolve(
-        {"data": str(tmp_path / "d")}, env={"SAGEMAKER_BASE_DIR": str(tmp_path / "x")}
+        {"data": str(tmp_path / "d")}, Job.read({"SAGEMAKER_BASE_DIR": str(tmp_path / "x")})
     )
     assert not cfg.sagemaker
     assert cfg.model_dir == Path("artifacts/model") and cfg.arch == "resnet50"
@@ -139,6 +140,8 @@ def test_laptop_defaults(tmp_path):
 def test_hosts_and_failure_file(tmp_path):
     base = opt_ml(tmp_path, hosts=("algo-2", "algo-1"))
     env = {"SAGEMAKER_BASE_DIR": str(base)}
-    assert environment.hosts(env) == (["algo-2", "algo-1"], "algo-2")
-    environment.write_failure("bad things", env)
+    job = Job.read(env)
+    assert (job.hosts, job.current_host, job.rank) == (("algo-2", "algo-1"), "algo-2", 0)
+    assert job.interface == "eth0"
+    write_failure("bad things", env)
     assert (base / "output" / "failure").read_text() == "bad things\n"

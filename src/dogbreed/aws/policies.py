@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from dogbreed.core.errors import ConfigError
+
 VERSION = "2012-10-17"
 
 
-def split_s3(uri: str) -> tuple[str, str]:
-    """'s3://bucket/a/b/' -> ('bucket', 'a/b')."""
-    if not uri.startswith("s3://"):
-        raise ValueError(f"not an s3:// URI: {uri}")
-    bucket, _, prefix = uri[5:].partition("/")
+def split_s3(uri: str, setting: str = "S3 URI") -> tuple[str, str]:
+    """'s3://bucket/a/b/' -> ('bucket', 'a/b'); `setting` names the value in the error."""
+    scheme, _, path = uri.partition("://")
+    bucket, _, prefix = path.partition("/")
+    if scheme != "s3" or not bucket:
+        raise ConfigError(f"{setting} {uri!r} is not an S3 location: expected s3://bucket/prefix")
     return bucket, prefix.strip("/")
 
 

@@ -1,43 +1,31 @@
-"""Where the training settings come from, resolved in one place.
+"""Training settings resolved in one place, into one TrainConfig.
 
-Precedence, lowest first: built-in defaults, SageMaker's
-`input/config/hyperparameters.json`, `SM_*` variables and channels, explicit CLI
-flags. Under SageMaker the tree lives in /opt/ml (or $SAGEMAKER_BASE_DIR); on a
-laptop or EC2 host nothing of it exists and the flags say everything.
+Precedence, lowest first: built-in defaults (core.settings), SageMaker's
+hyperparameters and channels (a `sagemaker.Job`, read once), `SM_*` paths,
+explicit CLI flags. On a laptop or EC2 host no job files exist and the flags
+say everything.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from dogbreed.core.errors import ConfigError
-from dogbreed.core.settings import SETTINGS, parse_setting
-
-# Names defined by SageMaker and its training toolkit.
-BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
-DEFAULT_BASE_DIR = "/opt/ml"
-SM_MODEL_DIR = "SM_MODEL_DIR"
-SM_OUTPUT_DATA_DIR = "SM_OUTPUT_DATA_DIR"
-SM_CHANNEL_PREFIX = "SM_CHANNEL_"
-SM_HOSTS = "SM_HOSTS"
-SM_CURRENT_HOST = "SM_CURRENT_HOST"
-SM_NUM_GPUS = "SM_NUM_GPUS"
-HYPERPARAMETERS_FILE = "input/config/hyperparameters.json"
-RESOURCE_CONFIG_FILE = "input/config/resourceconfig.json"
-INPUT_DATA_CONFIG_FILE = "input/config/inputdataconfig.json"
-CHANNELS_DIR = "input/data"
-FAILURE_FILE = "output/failure"
-# Keys SageMaker, its SDK or a tuning job add that are not ours.
-FOREIGN_KEY_PREFIXES = ("sagemaker_", "_")
+from dogbreed.core.settings import SETTINGS
+from dogbreed.train.sagemaker import Job
 
 SPLITS = ("train", "valid", "test")
 # Channel names accepted for each split when data comes as separate channels.
 SPLIT_CHANNELS = {"train": ("train",), "valid": ("valid", "validation", "val"), "test": ("test",)}
+# Where outputs go when no flag and no SageMaker says otherwise.
+LOCAL_DIRS = {
+    "model-dir": "artifacts/model",
+    "output-dir": "artifacts/output",
+    "checkpoint-dir": "artifacts/checkpoints",
+}
 
 
 @dataclass(frozen=True)
@@ -75,56 +63,6 @@ class TrainConfig:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
 
 
-def base_dir(env: Mapping[str, str]) -> Path:
-    return Path(env.get(BASE_DIR_ENV, DEFAULT_BASE_DIR))
-
-
-def decode_hyperparameter(raw: Any) -> Any:
-    """SageMaker sends strings, the SDK's framework estimators JSON-encode them."""
-    if isinstance(raw, str):
-        try:
-            decoded = json.loads(raw)
-        except ValueError:
-            return raw
-        return decoded if isinstance(decoded, str | int | float | bool) else raw
-    return raw
-
-
-def read_hyperparameters(base: Path) -> dict[str, Any]:
-    """Our settings from hyperparameters.json, parsed; {} when there is no such file."""
-    path = base / HYPERPARAMETERS_FILE
-    if not path.is_file():
-        return {}
-    try:
-        raw = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a JSON object")
-    values: dict[str, Any] = {}
-    for name, value in raw.items():
-        if name.startswith(FOREIGN_KEY_PREFIXES):
-            continue
-        key = name.replace("_", "-")
-        if key not in SETTINGS:
-            known = ", ".join(sorted(SETTINGS))
-            raise ConfigError(f"unknown hyperparameter '{name}' (known: {known})")
-        values[key] = parse_setting(key, decode_hyperparameter(value), "hyperparameter")
-    return values
-
-
-def _channel_dirs(base: Path, env: Mapping[str, str]) -> dict[str, Path]:
-    """Channel name -> directory, from SM_CHANNEL_* or from the /opt/ml tree."""
-    channels: dict[str, Path] = {}
-    root = base / CHANNELS_DIR
-    if root.is_dir():
-        channels.update({p.name: p for p in root.iterdir() if p.is_dir()})
-    for name, value in env.items():
-        if name.startswith(SM_CHANNEL_PREFIX):
-            channels[name[len(SM_CHANNEL_PREFIX) :].lower()] = Path(value)
-    return channels
-
-
 def split_dirs(data: Path | None, channels: Mapping[str, Path]) -> dict[str, Path | None]:
     """train/valid/test directories from --data or from channels; test is optional."""
     if data is None:
@@ -156,36 +94,24 @@ def split_dirs(data: Path | None, channels: Mapping[str, Path]) -> dict[str, Pat
     return dirs
 
 
-def in_sagemaker(env: Mapping[str, str]) -> bool:
-    base = base_dir(env)
-    return (base / RESOURCE_CONFIG_FILE).is_file() or SM_CURRENT_HOST in env
-
-
-def resolve(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> TrainConfig:
-    """Merge defaults, hyperparameters.json, SM_* variables and flags (None = not given)."""
-    env = os.environ if env is None else env
-    base = base_dir(env)
-    sagemaker = in_sagemaker(env)
+def resolve(flags: Mapping[str, Any], job: Job | None = None) -> TrainConfig:
+    """Merge defaults, the job's hyperparameters and paths, and flags (None = not given)."""
+    job = Job.read() if job is None else job
     values = {k: s.default for k, s in SETTINGS.items()}
-    values.update(read_hyperparameters(base))
+    values.update(job.hyperparameters)
     values.update({k: v for k, v in flags.items() if k in SETTINGS and v is not None})
 
     data = flags.get("data")
-    dirs = split_dirs(Path(data) if data else None, _channel_dirs(base, env))
-
-    if sagemaker:
+    dirs = split_dirs(Path(data) if data else None, job.channels)
+    defaults = dict(LOCAL_DIRS)
+    if job.sagemaker:
         defaults = {
-            "model-dir": env.get(SM_MODEL_DIR, str(base / "model")),
-            "output-dir": env.get(SM_OUTPUT_DATA_DIR, str(base / "output" / "data")),
-            "checkpoint-dir": str(base / "checkpoints"),
-        }
-    else:
-        defaults = {
-            "model-dir": "artifacts/model",
-            "output-dir": "artifacts/output",
-            "checkpoint-dir": "artifacts/checkpoints",
+            "model-dir": str(job.model_dir),
+            "output-dir": str(job.output_data_dir),
+            "checkpoint-dir": str(job.checkpoint_dir),
         }
     paths = {k: Path(flags.get(k) or defaults[k]) for k in defaults}
+    settings = {k.replace("-", "_"): v for k, v in values.items()}
     return TrainConfig(
         train_dir=dirs["train"],
         valid_dir=dirs["valid"],
@@ -193,52 +119,6 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> T
         model_dir=paths["model-dir"],
         output_dir=paths["output-dir"],
         checkpoint_dir=paths["checkpoint-dir"],
-        arch=values["arch"],
-        weights=values["weights"],
-        epochs=values["epochs"],
-        batch_size=values["batch-size"],
-        lr=values["lr"],
-        backbone_lr_scale=values["backbone-lr-scale"],
-        weight_decay=values["weight-decay"],
-        unfreeze=values["unfreeze"],
-        workers=values["workers"],
-        device=values["device"],
-        precision=values["precision"],
-        channels_last=values["channels-last"],
-        pipeline=values["pipeline"],
-        compile=values["compile"],
-        int8=values["int8"],
-        int8_max_drop=values["int8-max-drop"],
-        seed=values["seed"],
-        patience=values["patience"],
-        max_bad_fraction=values["max-bad-fraction"],
-        sagemaker=sagemaker,
+        sagemaker=job.sagemaker,
+        **settings,
     )
-
-
-def hosts(env: Mapping[str, str] | None = None) -> tuple[list[str], str]:
-    """(all hosts, this host) from resourceconfig.json or SM_HOSTS; one local host otherwise."""
-    env = os.environ if env is None else env
-    path = base_dir(env) / RESOURCE_CONFIG_FILE
-    if path.is_file():
-        try:
-            conf = json.loads(path.read_text())
-            return list(conf["hosts"]), str(conf["current_host"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{path} is malformed: {exc}") from None
-    if SM_HOSTS in env:
-        return list(json.loads(env[SM_HOSTS])), env.get(SM_CURRENT_HOST, "algo-1")
-    return ["localhost"], "localhost"
-
-
-def write_failure(message: str, env: Mapping[str, str] | None = None) -> None:
-    """Leave the reason of a failed SageMaker job where SageMaker reads it."""
-    env = os.environ if env is None else env
-    if not in_sagemaker(env):
-        return
-    path = base_dir(env) / FAILURE_FILE
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(message + "\n")
-    except OSError:
-        pass

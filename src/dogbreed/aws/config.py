@@ -1,0 +1,138 @@
+"""The settings of `dogbreed aws`: defaults.json, the user's file, then flags.
+
+Every value is checked once, here, against the type of its built-in default, so
+the commands can index the result freely: a malformed file is a ConfigError that
+names the setting, never a KeyError or ValueError later on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dogbreed.aws.policies import split_s3
+from dogbreed.core.errors import ConfigError
+from dogbreed.core.settings import parse_bool
+
+CONFIG_FILE = "dogbreed-aws.json"
+# Settings that must be s3://bucket/prefix URIs (None allowed where the default is None).
+S3_SETTINGS = ("data", "output", "checkpoints", "lambda.s3_input")
+# Objects whose keys are the user's own (hyperparameter names): replaced whole, not merged.
+FREE_OBJECTS = ("train.hyperparameters",)
+
+
+def defaults() -> dict[str, Any]:
+    """The built-in settings (package data next to this module)."""
+    return json.loads((Path(__file__).parent / "defaults.json").read_text())
+
+
+def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
+    """defaults.json, then --config FILE (or ./dogbreed-aws.json), then flags (None: unset)."""
+    config = defaults()
+    source = path or Path(CONFIG_FILE)
+    config = _merge(config, _read_file(path), "", str(source))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            config = _merge(config, {key: value}, "", f"--{key}")
+    for setting in S3_SETTINGS:
+        _check_s3(config, setting)
+    return config
+
+
+def digest(obj: Any, n: int = 8) -> str:
+    """A short stable hash of a request: equal requests give equal resource names."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:n]
+
+
+def _read_file(path: Path | None) -> dict[str, Any]:
+    candidate = path or Path(CONFIG_FILE)
+    if not candidate.is_file():
+        if path:
+            raise ConfigError(f"config file {path} does not exist")
+        return {}
+    try:
+        user = json.loads(candidate.read_text())
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ConfigError(f"{candidate}: invalid JSON: {exc}") from None
+    if not isinstance(user, dict):
+        raise ConfigError(f"{candidate}: must hold a JSON object, not {type(user).__name__}")
+    return user
+
+
+def _merge(base: dict[str, Any], user: Mapping[str, Any], prefix: str, source: str) -> dict:
+    merged = dict(base)
+    for key, value in user.items():
+        name = f"{prefix}{key}"
+        if key not in base:
+            known = ", ".join(f"'{prefix}{k}'" for k in base)
+            raise ConfigError(f"{source}: unknown setting '{name}' (known: {known})")
+        merged[key] = _coerce(base[key], value, name, source)
+    return merged
+
+
+def _coerce(default: Any, value: Any, name: str, source: str) -> Any:
+    """`value` in the type of `default`, or a ConfigError naming the setting."""
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{source}: setting '{name}' must be {expected}, got {value!r}")
+
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise bad("a JSON object")
+        if name in FREE_OBJECTS:
+            return {str(k): _text(v, bad) for k, v in value.items()}
+        return _merge(default, value, f"{name}.", source)
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise bad("a JSON list")
+        return [_text(v, bad) for v in value]
+    if isinstance(default, bool):
+        try:
+            return value if isinstance(value, bool) else parse_bool(value)
+        except ValueError:
+            raise bad("true or false") from None
+    if isinstance(default, int | float):
+        return _number(type(default), value, bad)
+    if value is None and default is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise bad("a non-empty string")
+    return value
+
+
+def _number(kind: type, value: Any, bad) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise bad("a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise bad("a number") from None
+    if not math.isfinite(number):
+        raise bad("a finite number")
+    if kind is int:
+        if not number.is_integer():
+            raise bad("a whole number")
+        return int(number)
+    return number
+
+
+def _text(value: Any, bad) -> str:
+    """A scalar as the string SageMaker wants (hyperparameters, categorical values)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise bad("a string or number")
+
+
+def _check_s3(config: dict[str, Any], setting: str) -> None:
+    *sections, key = setting.split(".")
+    holder = config
+    for section in sections:
+        holder = holder[section]
+    if holder[key] is not None:
+        split_s3(holder[key], setting)

@@ -1,0 +1,217 @@
+"""Resource names, and the one layer every AWS call goes through.
+
+Every resource name derives from the deployment name N. Calls are sent by
+`Ctx`: reads (`read`, `find`), changes (`write`, `delete`; printed instead of
+sent in a dry run) and plain calls (`call`). A failed call is an AwsError naming
+the service, operation and error code; "the resource does not exist" is decided
+by the error code alone, from the per-call table MISSING.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from dogbreed.core.errors import AwsError, ConfigError
+
+VARIANT = "AllTraffic"
+DRY_RUN_ACCOUNT = "123456789012"
+
+# Error codes that mean "no such resource", per call. Checked against the operation's
+# error shapes in botocore's service models (botocore/data/<service>/<version>/
+# service-2.json) and against moto 5.2.1's answers; a call absent here is never "missing".
+MISSING: dict[tuple[str, str], tuple[str, ...]] = {
+    ("iam", "get_role"): ("NoSuchEntity",),
+    ("iam", "get_role_policy"): ("NoSuchEntity",),
+    ("iam", "delete_role_policy"): ("NoSuchEntity",),
+    ("iam", "delete_role"): ("NoSuchEntity",),
+    # The model lists ResourceNotFound; SageMaker (and moto) answer ValidationException.
+    ("sagemaker", "describe_training_job"): ("ResourceNotFound", "ValidationException"),
+    ("sagemaker", "describe_hyper_parameter_tuning_job"): ("ResourceNotFound",),
+    # No error shapes in the model: SageMaker answers ValidationException "Could not find
+    # ...". A malformed name answers the same code, and then fails at the create call.
+    ("sagemaker", "describe_model"): ("ValidationException",),
+    ("sagemaker", "describe_endpoint_config"): ("ValidationException",),
+    ("sagemaker", "describe_endpoint"): ("ValidationException",),
+    ("sagemaker", "delete_model"): ("ValidationException",),
+    ("sagemaker", "delete_endpoint_config"): ("ValidationException",),
+    ("sagemaker", "delete_endpoint"): ("ValidationException",),
+    # moto answers ValidationException here: teardown deletes only what a describe listed.
+    ("application-autoscaling", "delete_scaling_policy"): ("ObjectNotFoundException",),
+    ("application-autoscaling", "deregister_scalable_target"): ("ObjectNotFoundException",),
+    ("lambda", "get_function"): ("ResourceNotFoundException",),
+    ("lambda", "get_alias"): ("ResourceNotFoundException",),
+    ("lambda", "delete_function"): ("ResourceNotFoundException",),
+    ("logs", "delete_log_group"): ("ResourceNotFoundException",),
+    # A HEAD answer has no body: botocore reports its HTTP status as the code.
+    ("s3", "head_object"): ("404", "NoSuchKey"),
+}
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def is_missing(service: str, op: str, exc: ClientError) -> bool:
+    """True when the error code says the resource does not exist (message text is not read)."""
+    return error_code(exc) in MISSING.get((service, op), ())
+
+
+def aws_error(service: str, op: str, exc: Exception) -> AwsError:
+    """One line: service, operation, error code and AWS's message."""
+    if isinstance(exc, ClientError):
+        message = exc.response.get("Error", {}).get("Message", "")
+        return AwsError(f"{service} {op}: {error_code(exc)}: {message}")
+    return AwsError(f"{service} {op}: {exc}")
+
+
+@dataclass
+class Names:
+    """Every resource name of deployment N."""
+
+    name: str
+
+    @property
+    def sagemaker_role(self) -> str:
+        return f"{self.name}-sagemaker-execution"
+
+    @property
+    def lambda_role(self) -> str:
+        return f"{self.name}-lambda"
+
+    @property
+    def endpoint(self) -> str:
+        return self.name
+
+    @property
+    def function(self) -> str:
+        return self.name
+
+    @property
+    def scaling_resource(self) -> str:
+        return f"endpoint/{self.endpoint}/variant/{VARIANT}"
+
+    @property
+    def scaling_policy(self) -> str:
+        return f"{self.name}-invocations-per-instance"
+
+    @property
+    def log_group(self) -> str:
+        return f"/aws/lambda/{self.function}"
+
+    @property
+    def tags(self) -> list[dict[str, str]]:
+        return [{"Key": "dogbreed:name", "Value": self.name}]
+
+    def owns(self, resource: str) -> bool:
+        """Models and endpoint configs this deployment made: N-<8 hex digits>."""
+        prefix, _, tail = resource.rpartition("-")
+        return prefix == self.name and len(tail) == 8 and all(c in "0123456789abcdef" for c in tail)
+
+
+@dataclass
+class Ctx:
+    names: Names
+    config: dict[str, Any]
+    dry_run: bool = False
+    out: Any = sys.stdout
+    _session: Any = None
+    _clients: dict[str, Any] = field(default_factory=dict)
+    _identity: tuple[str, str] | None = None
+
+    @property
+    def session(self):
+        if self._session is None:
+            import boto3
+
+            self._session = boto3.Session(region_name=self.config.get("region") or None)
+        return self._session
+
+    @property
+    def region(self) -> str:
+        region = self.session.region_name
+        if not region:
+            raise ConfigError(
+                "no AWS region: set it in dogbreed-aws.json, AWS_REGION or `aws configure`"
+            )
+        return region
+
+    @property
+    def account(self) -> str:
+        if self._identity is None:
+            try:
+                account = self.call("sts", "get_caller_identity")["Account"]
+            except AwsError:
+                if not self.dry_run:
+                    raise
+                account = DRY_RUN_ACCOUNT  # a dry run works without credentials
+            self._identity = (account, self.region)
+        return self._identity[0]
+
+    def role_arn(self, role: str) -> str:
+        return f"arn:aws:iam::{self.account}:role/{role}"
+
+    def client(self, service: str):
+        if service not in self._clients:
+            self._clients[service] = self.session.client(service)
+        return self._clients[service]
+
+    def say(self, message: str) -> None:
+        # A dry run changes nothing: its messages tell what a real run would do.
+        print(f"(dry run) {message}" if self.dry_run else message, file=self.out, flush=True)
+
+    # ---- the calls ---------------------------------------------------------------------------
+
+    def call(self, service: str, op: str, **params) -> Any:
+        """Send the call, dry run or not; any failure is an AwsError."""
+        return self._send(service, op, params, missing_ok=False)
+
+    def read(self, service: str, op: str, **params) -> Any:
+        """A describe/get/list call (None in a dry run); any failure is an AwsError."""
+        return None if self.dry_run else self.call(service, op, **params)
+
+    def find(self, service: str, op: str, **params) -> Any:
+        """A describe/get call of one resource: None when it does not exist (or in a dry run)."""
+        return None if self.dry_run else self._send(service, op, params, missing_ok=True)
+
+    def write(self, service: str, op: str, **params) -> Any:
+        """A call that changes something; printed instead of sent in a dry run."""
+        if self.dry_run:
+            self.say(f"{service}.{op} {_shown(params)}")
+            return {}
+        return self.call(service, op, **params)
+
+    def delete(self, service: str, op: str, **params) -> bool:
+        """Delete one resource; False when it was already gone."""
+        if self.dry_run:
+            self.write(service, op, **params)
+            return False
+        if self._send(service, op, params, missing_ok=True) is None:
+            return False
+        kind = op.removeprefix("delete_").removeprefix("deregister_")
+        self.say(f"deleted: {service} {kind} {next(iter(params.values()))}")
+        return True
+
+    def _send(self, service: str, op: str, params: dict[str, Any], missing_ok: bool) -> Any:
+        try:
+            return getattr(self.client(service), op)(**params)
+        except ClientError as exc:
+            if missing_ok and is_missing(service, op, exc):
+                return None
+            raise aws_error(service, op, exc) from None
+        except BotoCoreError as exc:  # no credentials, no connection, a parameter botocore refuses
+            raise aws_error(service, op, exc) from None
+
+
+def _shown(params: dict[str, Any]) -> str:
+    """A request as a dry run prints it: zip bytes elided."""
+    shown = {
+        k: ("<zip bytes>" if isinstance(v, bytes | bytearray) else v) for k, v in params.items()
+    }
+    if "ZipFile" in shown.get("Code", {}):
+        shown["Code"] = {"ZipFile": "<zip bytes>"}
+    return json.dumps(shown, sort_keys=True, default=str)

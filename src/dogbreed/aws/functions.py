@@ -1,0 +1,242 @@
+"""`dogbreed aws lambda` and `dogbreed aws invoke`: the Lambda function in front of
+the endpoint, its published version behind alias 'live', and its concurrency.
+
+A new version is published only when the code or configuration differs from what
+'live' runs, so a rerun changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dogbreed.aws.context import Ctx
+from dogbreed.core.errors import AwsError, ConfigError
+
+ALIAS = "live"
+SOURCE = Path(__file__).parent / "lambda_function.py"
+HANDLER = "lambda_function.lambda_handler"
+# Keys of GetFunctionConfiguration that differ between versions of equal functions.
+PER_VERSION = (
+    "Version",
+    "FunctionArn",
+    "LastModified",
+    "RevisionId",
+    "ResponseMetadata",
+    "LastUpdateStatus",
+    "State",
+)
+
+
+@dataclass(frozen=True)
+class LambdaOptions:
+    """None falls back to a zip built from lambda_function.py / the config's `lambda` section."""
+
+    zip_path: Path | None = None
+    reserved: int | None = None
+    provisioned: int | None = None
+
+
+@dataclass(frozen=True)
+class InvokeOptions:
+    image: Path
+    endpoint: bool = False  # call the endpoint directly instead of the function
+
+
+def lambda_zip() -> bytes:
+    """The function's zip: one file, fixed timestamps, so equal code gives equal bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        info = zipfile.ZipInfo(SOURCE.name, date_time=(1980, 1, 1, 0, 0, 0))
+        info.external_attr = 0o644 << 16
+        zf.writestr(info, SOURCE.read_bytes())
+    return buf.getvalue()
+
+
+def cmd_lambda(ctx: Ctx, opts: LambdaOptions) -> None:
+    cfg = ctx.config["lambda"]
+    zip_bytes = _read_file(opts.zip_path, "--zip") if opts.zip_path else lambda_zip()
+    sha = base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
+    _ensure_function(ctx, zip_bytes, sha)
+    _wait_function(ctx)
+    _publish_and_alias(ctx, sha)
+    _concurrency(
+        ctx,
+        cfg["reserved"] if opts.reserved is None else opts.reserved,
+        cfg["provisioned"] if opts.provisioned is None else opts.provisioned,
+    )
+
+
+def function_settings(ctx: Ctx) -> dict[str, Any]:
+    """The function's configuration (what CreateFunction and UpdateFunctionConfiguration take)."""
+    n, cfg = ctx.names, ctx.config["lambda"]
+    return {
+        "Runtime": cfg["runtime"],
+        "Role": ctx.role_arn(n.lambda_role),
+        "Handler": HANDLER,
+        "Timeout": cfg["timeout_s"],
+        "MemorySize": cfg["memory_mb"],
+        # Read by lambda_function.py (standalone: it does not import this package).
+        "Environment": {
+            "Variables": {
+                "ENDPOINT_NAME": n.endpoint,
+                "ALLOW_URL_FETCH": "true" if cfg["allow_url_fetch"] else "false",
+            }
+        },
+    }
+
+
+def _ensure_function(ctx: Ctx, zip_bytes: bytes, sha: str) -> None:
+    n, settings = ctx.names, function_settings(ctx)
+    current = ctx.find("lambda", "get_function", FunctionName=n.function)
+    if current is None:
+        ctx.write(
+            "lambda",
+            "create_function",
+            FunctionName=n.function,
+            Code={"ZipFile": zip_bytes},
+            Tags={"dogbreed:name": n.name},
+            **settings,
+        )
+        ctx.say(f"created function {n.function}")
+        return
+    conf = current["Configuration"]
+    if conf["CodeSha256"] != sha:
+        ctx.write("lambda", "update_function_code", FunctionName=n.function, ZipFile=zip_bytes)
+        ctx.say(f"updated code of {n.function}")
+        _wait_function(ctx)  # Lambda refuses a configuration update while code updates
+    if any(conf.get(k) != v for k, v in settings.items()):
+        ctx.write("lambda", "update_function_configuration", FunctionName=n.function, **settings)
+        ctx.say(f"updated configuration of {n.function}")
+
+
+def _wait_function(ctx: Ctx, timeout_s: float = 120) -> None:
+    """Until the function is neither Pending nor updating."""
+    deadline = time.monotonic() + timeout_s
+    while not ctx.dry_run:
+        conf = ctx.read("lambda", "get_function_configuration", FunctionName=ctx.names.function)
+        if (
+            conf.get("State", "Active") != "Pending"
+            and conf.get("LastUpdateStatus", "Successful") != "InProgress"
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise AwsError(f"function {ctx.names.function} still updating")
+        time.sleep(1)
+
+
+def _publish_and_alias(ctx: Ctx, sha: str) -> None:
+    n = ctx.names
+    alias = ctx.find("lambda", "get_alias", FunctionName=n.function, Name=ALIAS)
+    if alias is not None and _live_is_current(ctx, alias["FunctionVersion"], sha):
+        ctx.say(f"alias {ALIAS} -> version {alias['FunctionVersion']} unchanged")
+        return
+    published = ctx.write("lambda", "publish_version", FunctionName=n.function, CodeSha256=sha)
+    version = published.get("Version", "1")  # a dry run publishes nothing
+    op = "create_alias" if alias is None else "update_alias"
+    ctx.write("lambda", op, FunctionName=n.function, Name=ALIAS, FunctionVersion=version)
+    ctx.say(f"published version {version}; alias {ALIAS} -> {version}")
+
+
+def _live_is_current(ctx: Ctx, version: str, sha: str) -> bool:
+    """Whether the aliased version has this code and $LATEST's configuration."""
+    function = ctx.names.function
+    live = ctx.read(
+        "lambda", "get_function_configuration", FunctionName=function, Qualifier=version
+    )
+    latest = ctx.read("lambda", "get_function_configuration", FunctionName=function)
+    same = {k: v for k, v in live.items() if k not in PER_VERSION}
+    return live["CodeSha256"] == sha and same == {k: v for k, v in latest.items() if k in same}
+
+
+def provisioned_request(ctx: Ctx, provisioned: int) -> dict[str, Any]:
+    return {
+        "FunctionName": ctx.names.function,
+        "Qualifier": ALIAS,
+        "ProvisionedConcurrentExecutions": provisioned,
+    }
+
+
+def _concurrency(ctx: Ctx, reserved: int, provisioned: int) -> None:
+    n = ctx.names
+    found = ctx.read("lambda", "get_function_concurrency", FunctionName=n.function) or {}
+    if found.get("ReservedConcurrentExecutions") == reserved:
+        ctx.say(f"reserved concurrency {reserved} unchanged")
+    else:
+        ctx.write(
+            "lambda",
+            "put_function_concurrency",
+            FunctionName=n.function,
+            ReservedConcurrentExecutions=reserved,
+        )
+        ctx.say(f"reserved concurrency of {n.function}: {reserved}")
+    if provisioned:
+        ctx.write(
+            "lambda", "put_provisioned_concurrency_config", **provisioned_request(ctx, provisioned)
+        )
+        ctx.say(f"provisioned concurrency of {n.function}:{ALIAS}: {provisioned}")
+
+
+# ---- invoke ---------------------------------------------------------------------------------
+
+
+def cmd_invoke(ctx: Ctx, opts: InvokeOptions) -> dict[str, Any]:
+    """Classify one image: {"breed", "index", "score", ...}."""
+    data = _read_file(opts.image, "image")
+    if opts.endpoint:
+        response = ctx.call(
+            "sagemaker-runtime",
+            "invoke_endpoint",
+            EndpointName=ctx.names.endpoint,
+            ContentType="application/x-image",
+            Accept="application/json",
+            Body=data,
+        )
+        answer = _json(response["Body"].read(), "endpoint")
+        return _fields(answer, {"breed": "label", "index": "index", "score": "score"}, "endpoint")
+    response = ctx.call(
+        "lambda",
+        "invoke",
+        FunctionName=ctx.names.function,
+        Qualifier=ALIAS,
+        Payload=json.dumps({"image_base64": base64.b64encode(data).decode()}).encode(),
+    )
+    answer = _json(response["Payload"].read(), "function")
+    if "FunctionError" in response:  # the function crashed: Lambda's error document
+        raise AwsError(f"function {ctx.names.function} failed: {answer.get('errorMessage')}")
+    if "error" in answer:
+        raise AwsError(f"{opts.image}: {answer.get('statusCode')}: {answer['error']}")
+    _fields(answer, {k: k for k in ("breed", "index", "score")}, "function")
+    return answer
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot read: {exc.strerror}") from None
+
+
+def _json(body: bytes, who: str) -> dict[str, Any]:
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise AwsError(f"the {who} answered something other than a JSON object: {body[:200]!r}")
+    return answer
+
+
+def _fields(answer: dict[str, Any], names: dict[str, str], who: str) -> dict[str, Any]:
+    """answer's fields renamed (ours <- theirs); AwsError naming the first one missing."""
+    missing = [theirs for theirs in names.values() if theirs not in answer]
+    if missing:
+        raise AwsError(f"the {who}'s answer has no {missing[0]!r}: {answer}")
+    return {ours: answer[theirs] for ours, theirs in names.items()}

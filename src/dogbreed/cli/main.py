@@ -1,0 +1,96 @@
+"""The `dogbreed` command: parse, dispatch, and map errors to exit codes in one place.
+
+Each part of the package adds its own subcommands (train_cmds, serve_cmds,
+aws_cmds); their parsers import only the core, so `dogbreed aws --help` never
+loads torch, numpy, Pillow or ONNX Runtime. Errors the user can fix print one
+line and exit with their class's code (core.errors); `--help` on every command
+explains its flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from dogbreed import __version__
+from dogbreed.cli import aws_cmds, serve_cmds, train_cmds
+from dogbreed.core.errors import DogbreedError, exit_code
+from dogbreed.core.logs import configure_logging
+
+log = logging.getLogger("dogbreed")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line instead of usage plus error.
+
+    Abbreviations are off: `--epoch 3` is a typo to report, not `--epochs`.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# command -> (add its parser, run it)
+COMMANDS: dict[str, tuple[Callable, Callable[[argparse.Namespace], int]]] = {
+    "data": (train_cmds.add_data, train_cmds.run_data),
+    "train": (train_cmds.add_train, train_cmds.run_train),
+    "predict": (serve_cmds.add_predict, serve_cmds.run_predict),
+    "serve": (serve_cmds.add_serve, serve_cmds.run_serve),
+    "classify": (serve_cmds.add_classify, serve_cmds.run_classify),
+    "lambda-local": (serve_cmds.add_lambda_local, serve_cmds.run_lambda_local),
+    "aws": (aws_cmds.add_aws, aws_cmds.run_aws),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="dogbreed",
+        description="Train a dog-breed classifier and serve it "
+        "on SageMaker, EC2 or a laptop with the same code.",
+    )
+    parser.add_argument("--version", action="version", version=f"dogbreed {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
+    )
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def report_error(command: str, exc: BaseException) -> int:
+    """One line on stderr for the user, the reason in SageMaker's failure file for
+    training; the exit code of the error's class. Anything unexpected is a bug:
+    its traceback goes to the log and the command exits 1."""
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"dogbreed {command}: interrupted", file=sys.stderr)
+        return exit_code(exc)
+    reason = str(exc) if isinstance(exc, DogbreedError) else f"{type(exc).__name__}: {exc}"
+    if command == "train":  # SageMaker shows this file as the job's failure reason
+        from dogbreed.train.sagemaker import write_failure
+
+        write_failure(reason)
+    if isinstance(exc, DogbreedError):
+        print(f"dogbreed {command}: error: {exc}", file=sys.stderr)
+    else:
+        log.error("dogbreed %s: unexpected error (a bug): %s", command, reason, exc_info=exc)
+    return exit_code(exc)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(quiet=args.quiet)
+    try:
+        return COMMANDS[args.command][1](args)
+    except (Exception, KeyboardInterrupt) as exc:
+        return report_error(args.command, exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

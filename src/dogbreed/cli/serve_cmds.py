@@ -1,0 +1,191 @@
+"""`dogbreed predict|serve|classify|lambda-local`: the serving side, natively.
+
+Parsers import only the core settings; ONNX Runtime, numpy and Pillow are
+imported when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("dogbreed")
+
+
+def add_predict(sub) -> None:
+    predict = sub.add_parser(
+        "predict",
+        help="classify image files with an exported model",
+        description="Run model.onnx from a model directory on images with ONNX Runtime.",
+    )
+    predict.add_argument("--model-dir", type=Path, required=True, help="a trained model dir")
+    predict.add_argument("images", nargs="+", type=Path, help="image files")
+    predict.add_argument("--top-k", type=int, default=3, help="classes to show (default 3)")
+    predict.add_argument("--json", action="store_true", help="print JSON lines")
+    _add_precision(predict)
+
+
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    from dogbreed.core.settings import PRECISIONS
+
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None,
+        help="which model file to run: model.onnx (fp32) or model.int8.onnx; auto: int8 "
+        "where training kept one and the CPU has int8 dot products (default "
+        "$DOGBREED_PRECISION or auto)",
+    )
+
+
+def add_serve(sub) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="run the SageMaker endpoint server on a model directory",
+        description="Start multi-model-server (via the sagemaker-inference toolkit) with "
+        "GET /ping and POST /invocations. Settings from the environment are "
+        "listed in the README.",
+    )
+    serve.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path("/opt/ml/model"),
+        help="model directory written by training (default /opt/ml/model)",
+    )
+    serve.add_argument(
+        "--port", type=int, default=None, help="port (default $SAGEMAKER_BIND_TO_PORT or 8080)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes (default $SAGEMAKER_MODEL_SERVER_WORKERS or 2)",
+    )
+    _add_precision(serve)
+
+
+def add_classify(sub) -> None:
+    classify = sub.add_parser(
+        "classify",
+        help="classify images through a running endpoint server's HTTP API",
+        description="POST each image to URL/invocations (as SageMaker's InvokeEndpoint does) "
+        "and print the breed.",
+    )
+    classify.add_argument(
+        "--url",
+        default="http://127.0.0.1:8080",
+        help="server base URL (default http://127.0.0.1:8080)",
+    )
+    classify.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        help="first wait up to this many seconds for GET /ping to answer 200",
+    )
+    classify.add_argument("images", nargs="+", type=Path, help="image files")
+
+
+def add_lambda_local(sub) -> None:
+    local = sub.add_parser(
+        "lambda-local",
+        help="run the Lambda handler here against a model server",
+        description="Call the Lambda function's handler for each image, with boto3's "
+        "sagemaker-runtime client aimed at a loopback InvokeEndpoint twin that "
+        "forwards to the model server at --server: the path a request takes on AWS.",
+    )
+    local.add_argument(
+        "--server",
+        default="http://127.0.0.1:8080",
+        help="model server base URL (default http://127.0.0.1:8080)",
+    )
+    local.add_argument("--endpoint-name", default="dogbreed-local", help="endpoint name to use")
+    local.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        help="first wait up to this many seconds for the server's /ping",
+    )
+    local.add_argument("images", nargs="+", type=Path, help="image files")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from dogbreed.core.errors import ImageError
+    from dogbreed.serve.predictor import Predictor
+
+    predictor = Predictor(args.model_dir, precision=args.precision)
+    failed = 0
+    for path in args.images:
+        try:
+            answer = predictor.predict_images([path], k=args.top_k)[0]
+        except (ImageError, OSError) as exc:
+            failed += 1
+            print(f"{path}: error: {exc}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps({"image": str(path), **answer}))
+        else:
+            others = ", ".join(f"{t['label']} {t['score']:.3f}" for t in answer["top_k"][1:])
+            print(
+                f"{path}: {answer['label']} (index {answer['index']}, p={answer['score']:.3f})"
+                + (f"; then {others}" if others else "")
+            )
+    return 1 if failed else 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from dogbreed.serve.server import serve
+
+    serve(args.model_dir, args.port, args.workers, args.precision)
+    return 0
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    from dogbreed.serve.client import classify, wait_until_healthy
+
+    if args.wait:
+        waited = wait_until_healthy(args.url.rstrip("/"), args.wait)
+        log.info("%s healthy after %.1f s", args.url, waited)
+    for path in args.images:
+        answer = classify(args.url.rstrip("/"), path)
+        print(f"{path}: {answer['label']} (index {answer['index']}, p={answer['score']:.3f})")
+    return 0
+
+
+def run_lambda_local(args: argparse.Namespace) -> int:
+    import base64
+    import os
+
+    from dogbreed.aws.invoke_twin import InvokeEndpointGateway
+    from dogbreed.core.errors import EndpointError
+    from dogbreed.serve.client import wait_until_healthy
+
+    if args.wait:
+        wait_until_healthy(args.server.rstrip("/"), args.wait)
+    gateway = InvokeEndpointGateway({args.endpoint_name: args.server}).start()
+    os.environ.update(
+        {"ENDPOINT_NAME": args.endpoint_name, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": gateway.url}
+    )
+    for key, value in (
+        ("AWS_ACCESS_KEY_ID", "local"),
+        ("AWS_SECRET_ACCESS_KEY", "local"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        os.environ.setdefault(key, value)  # the twin checks no signature
+    from dogbreed.aws.lambda_function import lambda_handler
+
+    try:
+        for path in args.images:
+            event = {"image_base64": base64.b64encode(path.read_bytes()).decode()}
+            answer = lambda_handler(event, None)
+            if "error" in answer:
+                raise EndpointError(f"{path}: {answer['statusCode']}: {answer['error']}")
+            print(
+                f"{path}: {answer['breed']} (index {answer['index']}, p={answer['score']:.3f})",
+                flush=True,
+            )
+    finally:
+        gateway.shutdown()
+    return 0
