@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 WORK ?= artifacts
 
-.PHONY: help install lint format test demo bench clean
+.PHONY: help install lint imports format unit test demo bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,9 +30,15 @@ format: $(STAMP)  ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
-test: lint build  ## lint, build both images, then the whole test suite
+imports: $(STAMP)  ## the import contracts between the package's parts (import-linter)
+	$(BIN)/lint-imports --no-cache
+
+unit: lint imports  ## lint, import contracts and the unit tier: in-process, no Docker, a minute or two
+	$(BIN)/pytest -q tests/unit
+
+test: unit build  ## everything: the unit tier first, then both images and the integration tier
 	@containers/test-deps.sh
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q tests/integration
 
 demo: $(STAMP) build  ## the main job in containers: train image -> serve image -> classify
 	rm -rf $(WORK)/demo

@@ -35,7 +35,10 @@ import requests
 
 from dogbreed.core.errors import EndpointError
 from dogbreed.serve.client import wait_until_healthy
-from dogbreed.serve.server import free_port, stop_server
+
+# The test suite's server helpers (free ports, a clean stop) serve the benchmark too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.servers import free_port, stop_server
 
 HERE = Path(__file__).resolve().parent
 LEVELS = (1, 2, 4, 8)

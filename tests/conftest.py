@@ -1,9 +1,8 @@
-"""Shared fixtures: synthetic datasets, a model trained once per session, a CLI runner."""
+"""Fixtures both tiers share: real photos, synthetic datasets, a model trained once, moto."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 import time
@@ -13,58 +12,8 @@ import pytest
 import requests
 
 from dogbreed.train.synth import synthesize
-from servers import free_port
-
-# The end-to-end training recipe: learnable in 4 CPU epochs from random weights
-# (best val_acc 0.95-1.0 on 40 validation images over seeds and fp32/bf16; with 60
-# images a class and 3 epochs it was 0.80-0.93).
-E2E_CLASSES = 5
-E2E_PER_CLASS = 80
-E2E_EPOCHS = 4
-E2E_TRAIN_FLAGS = [
-    "--arch",
-    "resnet18",
-    "--weights",
-    "none",
-    "--epochs",
-    str(E2E_EPOCHS),
-    "--batch-size",
-    "8",
-    "--lr",
-    "0.001",
-    "--device",
-    "cpu",
-    "--seed",
-    "0",
-]
-
-
-def run_cli(
-    *args: str | os.PathLike, env: dict | None = None, timeout: float = 600, check: bool = False
-) -> subprocess.CompletedProcess:
-    """Run `python -m dogbreed ARGS` as a user would; returns the finished process."""
-    full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run(
-        [sys.executable, "-m", "dogbreed", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dogbreed {args} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def train_dirs(root: Path) -> list[str]:
-    return [
-        "--model-dir",
-        str(root / "model"),
-        "--output-dir",
-        str(root / "output"),
-        "--checkpoint-dir",
-        str(root / "checkpoints"),
-    ]
+from support.cli import E2E_CLASSES, E2E_PER_CLASS, E2E_TRAIN_FLAGS, run_cli, train_dirs
+from support.servers import free_port
 
 
 @pytest.fixture(scope="session")
@@ -102,22 +51,6 @@ def tiny_data(tmp_path) -> Path:
     out = tmp_path / "data"
     synthesize(out, classes=2, per_class=10, seed=1)
     return out
-
-
-TINY_TRAIN_FLAGS = [
-    "--arch",
-    "resnet18",
-    "--weights",
-    "none",
-    "--batch-size",
-    "4",
-    "--device",
-    "cpu",
-    "--workers",
-    "0",
-    "--int8",  # plumbing runs; the int8 export is tested on the end-to-end model
-    "false",
-]
 
 
 @pytest.fixture(scope="session")

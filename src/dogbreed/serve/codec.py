@@ -92,6 +92,8 @@ def _images_from_json(body: bytes | str) -> tuple[list[bytes], Any, bool]:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(f"malformed JSON: {exc}") from None
+    except RecursionError:  # a deeply nested body: the parser's own stack limit
+        raise RequestError("malformed JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise RequestError('JSON body must be an object: {"image": ...} or {"instances": [...]}')
     if "url" in doc or "s3_uri" in doc:

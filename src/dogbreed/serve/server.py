@@ -26,11 +26,8 @@ import ctypes.util
 import logging
 import math
 import os
-import random
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -84,39 +81,6 @@ def server_environment(
     bindir = str(Path(sys.executable).parent)
     out["PATH"] = bindir + os.pathsep + out.get("PATH", "")
     return out
-
-
-def free_port(low: int = 20000, high: int = 32000) -> int:
-    """A free loopback port. MMS refuses port numbers above 32767, so stay below."""
-    rng = random.Random()
-    for _ in range(100):
-        port = rng.randrange(low, high)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free loopback port in {low}-{high}")
-
-
-def stop_server(proc: subprocess.Popen, own_session: bool = True, timeout: float = 30) -> None:
-    """Stop a server started as a child: SIGTERM (the toolkit forwards it to MMS), then kill.
-
-    `serve` stops its own leftovers (stop_descendants); for a server started in
-    a session of its own (start_new_session=True), killing the session is the
-    backstop should it have been killed outright.
-    """
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-    if own_session:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def become_subreaper() -> bool:

@@ -1,7 +1,10 @@
-"""Per-epoch checkpoints: write atomically, read the latest back.
+"""Per-epoch checkpoints: write atomically, read back without running any code.
 
 SageMaker syncs the checkpoint directory to S3 and restores it on a restarted
 (e.g. spot) job, so a run resumes from the last finished epoch wherever it runs.
+Whoever can write that prefix must not be able to run code in the next job: a
+checkpoint holds only tensors and plain types (the RNG states converted), and
+is read with `torch.load(weights_only=True)`, which refuses anything else.
 """
 
 from __future__ import annotations
@@ -14,14 +17,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from dogbreed.core.errors import ConfigError
+
 LAST = "last.pt"
 BEST = "best.pt"
 
 
 def rng_state() -> dict[str, Any]:
+    """Every RNG the run draws from, as tensors and plain types."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -30,8 +38,10 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -46,8 +56,25 @@ def save(path: Path, payload: dict[str, Any]) -> None:
 
 
 def load(path: Path) -> dict[str, Any] | None:
-    """The checkpoint at path, or None when there is none."""
+    """The checkpoint at path, or None when there is none; never executes code from it.
+
+    A file that is not one of ours (corrupt, truncated, or holding objects other
+    than tensors and plain types) is one clear error, not a silent fresh start.
+    """
     if not path.is_file():
         return None
-    # Our own file: it holds RNG state objects, not only tensors.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(
+            f"checkpoint {path} cannot be read safely ({_why(exc)}); it is corrupt or not "
+            "a dogbreed checkpoint: delete it (or pass another --checkpoint-dir) to start over"
+        ) from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise ConfigError(f"checkpoint {path} is not a dogbreed checkpoint (no model state)")
+    return ckpt
+
+
+def _why(exc: Exception) -> str:
+    """The kind of failure, without torch's advice to load the file unsafely."""
+    return type(exc).__name__

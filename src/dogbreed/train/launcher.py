@@ -52,6 +52,29 @@ def _resolves(host: str) -> bool:
     return True
 
 
+def usable_interface(name: str | None) -> str | None:
+    """The job's network interface if this host has it, else None (gloo and NCCL then
+    pick the interface that routes to the master themselves).
+
+    Launchers name interfaces that may not exist: SDK v3's local mode writes `ethwe`
+    for containers that have only `lo` and `eth0`, and pinning gloo to a missing
+    interface crashes every host at start.
+    """
+    if not name:
+        return None
+    present = sorted(n for _, n in socket.if_nameindex())
+    if name in present:
+        log.info("collectives on network interface %s (from resourceconfig.json)", name)
+        return name
+    log.info(
+        "network interface %r from resourceconfig.json does not exist here (have: %s); "
+        "leaving the choice to gloo/NCCL",
+        name,
+        ", ".join(present),
+    )
+    return None
+
+
 def gpu_count() -> int:
     try:
         import torch
@@ -82,10 +105,11 @@ def train_command(
         f"--master-port={port}",
     ]
     extra = {}
-    if job.interface:  # collectives on the instance's own network interface
+    interface = usable_interface(job.interface)
+    if interface:  # collectives on the instance's own network interface
         extra = {
-            "GLOO_SOCKET_IFNAME": env.get("GLOO_SOCKET_IFNAME", job.interface),
-            "NCCL_SOCKET_IFNAME": env.get("NCCL_SOCKET_IFNAME", job.interface),
+            "GLOO_SOCKET_IFNAME": env.get("GLOO_SOCKET_IFNAME", interface),
+            "NCCL_SOCKET_IFNAME": env.get("NCCL_SOCKET_IFNAME", interface),
         }
     log.info(
         "host %s: node %d of %d, %d process(es), master %s:%d",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from containers import SERVE_IMAGE, TRAIN_IMAGE, add_hosts, docker, image_present, opt_ml
+from support.containers import SERVE_IMAGE, TRAIN_IMAGE, add_hosts, docker, image_present, opt_ml
 
 pytestmark = pytest.mark.skipif(
     not image_present(TRAIN_IMAGE), reason=f"{TRAIN_IMAGE} not built (make build)"

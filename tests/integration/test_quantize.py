@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import requests
 
-from conftest import run_cli
 from dogbreed.core import hardware, settings
 from dogbreed.core.errors import ModelError
 from dogbreed.serve import predictor as predict
 from dogbreed.serve.predictor import Predictor
 from dogbreed.train.data import scan_images
 from dogbreed.train.quantize import export_int8, head_nodes
-from servers import start_native, stop, wait_for_ping
+from support.cli import run_cli
+from support.servers import start_native, stop, wait_for_ping
 
 JPEG = {"Content-Type": "image/jpeg"}
 
@@ -133,9 +132,3 @@ def test_unknown_precision_is_refused(trained, monkeypatch):
     monkeypatch.setenv(settings.PRECISION, "fp16")
     with pytest.raises(ModelError, match="must be one of auto, fp32, int8"):
         Predictor(trained[0] / "model")
-
-
-def test_cpu_flags_reads_this_machine():
-    flags = hardware.cpu_flags()
-    if Path("/proc/cpuinfo").is_file():
-        assert flags and all(isinstance(f, str) for f in flags)

@@ -9,10 +9,10 @@ import zipfile
 
 import pytest
 
-from conftest import run_cli
 from dogbreed.core.errors import DownloadError
 from dogbreed.train.fetch import download, fetch
 from dogbreed.train.synth import synthesize
+from support.cli import run_cli
 
 
 class ZipHandler(http.server.BaseHTTPRequestHandler):

@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from servers import start_native, stop, wait_for_ping
+from support.servers import start_native, stop, wait_for_ping
 
 
 def session_members(sid: int) -> list[psutil.Process]:

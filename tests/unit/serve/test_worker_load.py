@@ -83,12 +83,16 @@ def test_crowded_threads(monkeypatch, workers, threads, share, expected):
     assert crowded_threads(threads) == expected
 
 
-def test_crowded_worker_answers_the_same(trained, monkeypatch):
-    """With siblings busy the worker runs its one-thread session: same probabilities."""
-    root, _ = trained
+def test_crowded_worker_answers_the_same(tiny_model_dir, monkeypatch):
+    """With siblings busy the worker runs its one-thread session, and only then: same answers."""
     monkeypatch.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", "2")
     monkeypatch.setenv("DOGBREED_ORT_THREADS", "2")
-    model = model_fn(root / "model")
+    model = model_fn(tiny_model_dir)
+    used = []
+    run = model._run
+    monkeypatch.setattr(
+        model, "_run", lambda session, batch: used.append(session) or run(session, batch)
+    )
     try:
         assert model.crowded_session is not None
         assert model.crowded_session.get_session_options().intra_op_num_threads == 1
@@ -100,6 +104,7 @@ def test_crowded_worker_answers_the_same(trained, monkeypatch):
             crowded = model.probabilities(x)
         finally:
             sibling.close()
+        assert used == [model.session, model.crowded_session]
         np.testing.assert_allclose(crowded, alone, atol=1e-5)
     finally:
         model.load.close()

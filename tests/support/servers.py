@@ -2,17 +2,53 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from containers import SERVE_IMAGE
 from dogbreed.core.errors import EndpointError
 from dogbreed.serve.client import wait_until_healthy
-from dogbreed.serve.server import free_port, stop_server
+from support.containers import SERVE_IMAGE
 
 START_TIMEOUT_S = 180
+
+
+def free_port(low: int = 20000, high: int = 32000) -> int:
+    """A free loopback port. MMS refuses port numbers above 32767, so stay below."""
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {low}-{high}")
+
+
+def stop_server(proc: subprocess.Popen, own_session: bool = True, timeout: float = 30) -> None:
+    """Stop a server started as a child: SIGTERM (the toolkit forwards it to MMS), then kill.
+
+    `serve` stops its own leftovers (stop_descendants); for a server started in
+    a session of its own (start_new_session=True), killing the session is the
+    backstop should it have been killed outright.
+    """
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    if own_session:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def wait_for_ping(url: str, proc: subprocess.Popen, log: Path) -> float:

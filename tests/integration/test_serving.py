@@ -16,9 +16,9 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import run_cli
-from containers import SERVE_IMAGE, docker, image_present
-from servers import free_port, start_container, start_native, stop, wait_for_ping
+from support.cli import run_cli
+from support.containers import SERVE_IMAGE, docker, image_present
+from support.servers import free_port, start_container, start_native, stop, wait_for_ping
 
 
 @pytest.fixture(scope="module", params=["native", "container"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from containers import SERVE_IMAGE, docker, image_present
+from support.containers import SERVE_IMAGE, docker, image_present
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(

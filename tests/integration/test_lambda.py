@@ -9,10 +9,8 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import subprocess
 import threading
 import time
-import zipfile
 from pathlib import Path
 
 import boto3
@@ -21,7 +19,7 @@ import pytest
 from dogbreed.aws import lambda_function
 from dogbreed.aws.invoke_twin import InvokeEndpointGateway
 from dogbreed.serve.predictor import Predictor
-from servers import start_native, stop, wait_for_ping
+from support.servers import start_native, stop, wait_for_ping
 
 ENDPOINT = "dogbreed-test"
 
@@ -199,23 +197,8 @@ def test_endpoint_timeout_is_504(aws, test_jpegs, monkeypatch):
         slow.shutdown()
 
 
-def test_lambda_zip_is_small_and_standalone(tmp_path):
-    proc = subprocess.run(
-        ["make", "--no-print-directory", "lambda-zip", f"LAMBDA_ZIP={tmp_path / 'f.zip'}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    with zipfile.ZipFile(tmp_path / "f.zip") as zf:
-        assert zf.namelist() == ["lambda_function.py"]
-        source = zf.read("lambda_function.py").decode()
-    assert (tmp_path / "f.zip").stat().st_size < 10_000
-    assert "import numpy" not in source and "from dogbreed" not in source
-
-
 def test_lambda_local_cli(model_server, test_jpegs):
-    from conftest import run_cli
+    from support.cli import run_cli
 
     data_path, breed = test_jpegs[0]
     proc = run_cli("lambda-local", "--server", model_server, data_path, check=True)
@@ -223,7 +206,7 @@ def test_lambda_local_cli(model_server, test_jpegs):
 
 
 def test_aws_invoke_endpoint(aws, test_jpegs):
-    from conftest import run_cli
+    from support.cli import run_cli
 
     path, breed = test_jpegs[2]
     env = {"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": aws.url}

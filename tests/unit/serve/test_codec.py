@@ -1,0 +1,137 @@
+"""The request pipeline in process: input_fn -> predict_fn -> output_fn, errors by class."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from dogbreed.core.errors import (
+    DogbreedError,
+    ImageError,
+    ImageTooLargeError,
+    NotAcceptableError,
+    PayloadTooLargeError,
+    RequestError,
+    UnsupportedMediaTypeError,
+    http_status,
+)
+from dogbreed.serve.codec import input_fn, output_fn, predict_fn
+from dogbreed.serve.predictor import Predictor
+
+COLOURS = {"Red": (220, 20, 20), "Green": (20, 200, 30), "Blue": (10, 30, 230)}
+
+
+def jpeg(colour: tuple[int, int, int], size=(320, 240)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir) -> Predictor:
+    return Predictor(tiny_model_dir, threads=1)
+
+
+def answer(model: Predictor, body: bytes | str, content_type: str, accept: str | None = None):
+    text, media = output_fn(predict_fn(input_fn(body, content_type), model), accept)
+    assert media == "application/json"
+    return json.loads(text)
+
+
+@pytest.mark.parametrize("label", sorted(COLOURS))
+def test_raw_jpeg_gets_its_label(model, label):
+    got = answer(model, jpeg(COLOURS[label]), "image/jpeg")
+    assert got["label"] == label and got["index"] == model.labels.index(label)
+    assert len(got["top_k"]) == 3 and got["top_k"][0]["label"] == label
+
+
+def test_json_batch_keeps_order_and_top_k(model):
+    order = ["Blue", "Red", "Green"]
+    body = json.dumps(
+        {
+            "instances": [{"image": base64.b64encode(jpeg(COLOURS[c])).decode()} for c in order],
+            "top_k": 2,
+        }
+    )
+    got = answer(model, body, "application/json; charset=utf-8")
+    assert [p["label"] for p in got["predictions"]] == order
+    assert all(len(p["top_k"]) == 2 for p in got["predictions"])
+
+
+@pytest.mark.parametrize(
+    "body,content_type,error,status",
+    [
+        (b"", "image/jpeg", ImageError, 400),
+        (b"not an image", "image/jpeg", ImageError, 400),
+        (b"{", "application/json", RequestError, 400),
+        (b"[1, 2]", "application/json", RequestError, 400),
+        (b'{"url": "http://example.invalid/x.jpg"}', "application/json", RequestError, 400),
+        (b'{"image": "***"}', "application/json", RequestError, 400),
+        (b'{"instances": []}', "application/json", RequestError, 400),
+        (b'{"instances": [1]}', "application/json", RequestError, 400),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", RequestError, 400),
+        (b"x", "text/plain", UnsupportedMediaTypeError, 415),
+    ],
+)
+def test_bad_requests_map_to_their_status(model, body, content_type, error, status):
+    with pytest.raises(error) as info:
+        predict_fn(input_fn(body, content_type), model)
+    assert http_status(info.value) == status
+
+
+def test_limits(model, monkeypatch):
+    monkeypatch.setenv("DOGBREED_MAX_PAYLOAD_MB", "0.001")
+    with pytest.raises(PayloadTooLargeError):
+        input_fn(b"x" * 2000, "image/jpeg")
+    monkeypatch.delenv("DOGBREED_MAX_PAYLOAD_MB")
+    monkeypatch.setenv("DOGBREED_MAX_PIXELS", "1000")
+    with pytest.raises(ImageTooLargeError) as info:
+        input_fn(jpeg(COLOURS["Red"]), "image/jpeg")
+    assert http_status(info.value) == 413
+    with pytest.raises(NotAcceptableError):
+        output_fn({"label": "Red"}, "text/html")
+
+
+def test_a_malformed_setting_is_a_config_error_not_a_crash(monkeypatch):
+    monkeypatch.setenv("DOGBREED_TOP_K", "many")
+    with pytest.raises(DogbreedError, match="DOGBREED_TOP_K"):
+        input_fn(jpeg(COLOURS["Red"]), "image/jpeg")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode())),
+    content_type=st.sampled_from(
+        [
+            "image/jpeg",
+            "image/png",
+            "application/json",
+            "application/octet-stream",
+            "text/csv",
+            None,
+        ]
+    ),
+)
+def test_any_body_is_an_answer_or_a_client_error(model, body, content_type):
+    """Random bodies and content types: a prediction, or a DogbreedError with a 4xx status."""
+    try:
+        predict_fn(input_fn(body, content_type), model)
+    except DogbreedError as exc:
+        assert 400 <= http_status(exc) < 500, exc
