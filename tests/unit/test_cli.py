@@ -40,3 +40,24 @@ def test_predict_on_a_missing_model_dir(tmp_path):
     proc = run_cli("predict", "--model-dir", tmp_path, tmp_path / "x.jpg")
     assert proc.returncode == 4 and "metadata.json is missing" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["classify", "--url", "notaurl", "x.jpg"], "must be an http:// or https:// URL"),
+        (["classify", "--url", "http://h:port", "x.jpg"], "is not a valid URL"),
+        (["classify", "--url", "http://127.0.0.1:9", "/nonexistent.jpg"], "No such file"),
+        (["lambda-local", "--server", "ftp://h", "x.jpg"], "must be an http:// or https://"),
+        (["data", "fetch", "--out", "/tmp/never", "--url", "notaurl"], "must be an http://"),
+        (["data", "synth", "--out", "/proc/no/such/dir"], "No such file or directory"),
+        (["aws", "upload-data", "/tmp", "bucket/prefix"], "s3://"),
+        (["train", "--data", "/nonexistent"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_never_a_traceback(args, message):
+    proc = run_cli(*args, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode not in (0, None), proc.stderr
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -71,13 +71,20 @@ def report_error(command: str, exc: BaseException) -> int:
     if isinstance(exc, KeyboardInterrupt):
         print(f"dogbreed {command}: interrupted", file=sys.stderr)
         return exit_code(exc)
-    reason = str(exc) if isinstance(exc, DogbreedError) else f"{type(exc).__name__}: {exc}"
+    # A file the user named that cannot be read or written is theirs to fix, not a bug.
+    user_path = isinstance(exc, OSError) and exc.filename is not None
+    if user_path:
+        reason = f"{exc.strerror or exc}: {exc.filename}"
+    elif isinstance(exc, DogbreedError):
+        reason = str(exc)
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
     if command == "train":  # SageMaker shows this file as the job's failure reason
         from dogbreed.train.sagemaker import write_failure
 
         write_failure(reason)
-    if isinstance(exc, DogbreedError):
-        print(f"dogbreed {command}: error: {exc}", file=sys.stderr)
+    if user_path or isinstance(exc, DogbreedError):
+        print(f"dogbreed {command}: error: {reason}", file=sys.stderr)
     else:
         log.error("dogbreed %s: unexpected error (a bug): %s", command, reason, exc_info=exc)
     return exit_code(exc)

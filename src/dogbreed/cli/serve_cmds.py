@@ -15,6 +15,21 @@ from pathlib import Path
 log = logging.getLogger("dogbreed")
 
 
+def _url(flag: str):
+    """An argparse type: an http(s) base URL, or a one-line usage error."""
+
+    def parse(text: str) -> str:
+        from dogbreed.core.errors import ConfigError
+        from dogbreed.core.settings import http_url
+
+        try:
+            return http_url(text, flag)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
 def add_predict(sub) -> None:
     predict = sub.add_parser(
         "predict",
@@ -76,6 +91,7 @@ def add_classify(sub) -> None:
     )
     classify.add_argument(
         "--url",
+        type=_url("--url"),
         default="http://127.0.0.1:8080",
         help="server base URL (default http://127.0.0.1:8080)",
     )
@@ -98,6 +114,7 @@ def add_lambda_local(sub) -> None:
     )
     local.add_argument(
         "--server",
+        type=_url("--server"),
         default="http://127.0.0.1:8080",
         help="model server base URL (default http://127.0.0.1:8080)",
     )
@@ -146,10 +163,10 @@ def run_classify(args: argparse.Namespace) -> int:
     from dogbreed.serve.client import classify, wait_until_healthy
 
     if args.wait:
-        waited = wait_until_healthy(args.url.rstrip("/"), args.wait)
+        waited = wait_until_healthy(args.url, args.wait)
         log.info("%s healthy after %.1f s", args.url, waited)
     for path in args.images:
-        answer = classify(args.url.rstrip("/"), path)
+        answer = classify(args.url, path)
         print(f"{path}: {answer['label']} (index {answer['index']}, p={answer['score']:.3f})")
     return 0
 
@@ -163,7 +180,7 @@ def run_lambda_local(args: argparse.Namespace) -> int:
     from dogbreed.serve.client import wait_until_healthy
 
     if args.wait:
-        wait_until_healthy(args.server.rstrip("/"), args.wait)
+        wait_until_healthy(args.server, args.wait)
     gateway = InvokeEndpointGateway({args.endpoint_name: args.server}).start()
     os.environ.update(
         {"ENDPOINT_NAME": args.endpoint_name, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": gateway.url}

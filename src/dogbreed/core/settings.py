@@ -153,6 +153,20 @@ def env_flag(name: str, env: Mapping[str, str] | None = None) -> bool:
         raise ConfigError(f"{name}={raw!r}: must be 1/0 or true/false") from None
 
 
+def http_url(text: str, what: str) -> str:
+    """A user-given http(s) base URL, without its trailing slash; ConfigError otherwise."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ConfigError(f"{what} {text!r} is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{what} {text!r} must be an http:// or https:// URL with a host")
+    return text.strip().rstrip("/")
+
+
 # ---- training settings (flags and hyperparameters) ------------------------------------------
 
 

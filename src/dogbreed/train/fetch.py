@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dogbreed.core.errors import DataError, DownloadError
+from dogbreed.core.settings import http_url
 
 # The course's public copy of the dataset (Udacity dog project).
 DEFAULT_URL = "https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip"
@@ -162,6 +163,7 @@ def fetch(
 ) -> dict[str, int]:
     """Download and unpack the dataset; returns image counts per split."""
     out.mkdir(parents=True, exist_ok=True)
+    url = http_url(url, "--url")
     archive = out / (Path(url.split("?", 1)[0]).name or "dataset.zip")
     if not archive.is_file():
         download(url, archive, sha256=sha256, progress=progress)
