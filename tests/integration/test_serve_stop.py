@@ -56,3 +56,21 @@ def test_stop_leaves_no_worker_behind(trained, tmp_path, how, exit_codes):
         assert not left, left
     finally:
         stop(proc)  # a backstop only: kills the session if anything is left
+
+
+def test_a_front_end_that_dies_ends_serve_non_zero(trained, tmp_path):
+    """Killed Java (the OOM killer's pick): `serve` must not exit 0 as after a clean stop."""
+    url, proc, log = start_native(trained[0] / "model", tmp_path)
+    try:
+        wait_for_ping(url, proc, log)
+        java = [p for p in session_members(proc.pid) if "java" in " ".join(p.cmdline()[:1])]
+        assert java, [p.cmdline()[:2] for p in session_members(proc.pid)]
+        java[0].kill()
+        assert proc.wait(timeout=60) == 9, log.read_text()[-2000:]
+        assert "the model server stopped on its own" in log.read_text()
+        deadline = time.monotonic() + 10
+        while session_members(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [p.cmdline()[:2] for p in session_members(proc.pid)]
+    finally:
+        stop(proc)

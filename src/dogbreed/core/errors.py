@@ -61,6 +61,12 @@ class EndpointError(DogbreedError):
     exit_code = 7
 
 
+class ServerError(DogbreedError):
+    """The model server could not start, or stopped on its own."""
+
+    exit_code = 9
+
+
 class AwsError(DogbreedError):
     """An AWS API call failed (the message carries the service, call and error code)."""
 

@@ -28,12 +28,14 @@ import math
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from dogbreed.core import settings
-from dogbreed.core.errors import ConfigError
+from dogbreed.core.errors import ConfigError, ServerError
 from dogbreed.serve.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -125,6 +127,46 @@ def _exit_on_signal(signo: int, frame) -> None:
     raise SystemExit(128 + signo)
 
 
+# multi-model-server refuses port numbers above 32767 ("Invalid port number") and
+# the toolkit then returns as if all went well: check first.
+MAX_PORT = 32767
+
+
+def check_port(port: int) -> None:
+    """The port must be one MMS accepts and nobody listens on (all interfaces, as MMS binds)."""
+    if not 1 <= port <= MAX_PORT:
+        raise ConfigError(
+            f"port {port}: the model server takes ports 1-{MAX_PORT} "
+            f"(multi-model-server refuses higher numbers); set --port or {settings.BIND_TO_PORT}"
+        )
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError as exc:
+            raise ConfigError(f"port {port} cannot be used: {exc.strerror}") from None
+
+
+def track_sigterm(model_server) -> threading.Event:
+    """An event set when SIGTERM arrives once the toolkit handles it (it forwards the
+    signal to MMS and returns normally, exactly as when MMS dies on its own)."""
+    stopped = threading.Event()
+    add_handler = model_server._add_sigterm_handler
+
+    def add_tracking_handler(mms_process) -> None:
+        add_handler(mms_process)
+        forward = signal.getsignal(signal.SIGTERM)
+
+        def on_sigterm(signo, frame) -> None:
+            stopped.set()
+            forward(signo, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    model_server._add_sigterm_handler = add_tracking_handler
+    return stopped
+
+
 def check_model_dir(model_dir: Path, precision: str | None = None) -> Predictor:
     """Fail before starting anything when the model cannot be served."""
     return Predictor(model_dir, threads=1, precision=precision)
@@ -140,12 +182,13 @@ def serve(
     """Run the model server in the foreground until it stops (SIGTERM stops it)."""
     model_dir = model_dir.resolve()
     model_precision = check_model_dir(model_dir, precision).precision
+    os.environ.update(server_environment(model_dir, port, workers, dict(os.environ), precision))
+    check_port(settings.env_int(settings.BIND_TO_PORT))
     if shutil.which("java") is None:
         raise ConfigError(
             "the model server needs Java 17+: install a JRE (e.g. "
             "openjdk-17-jre-headless) or use the serve image"
         )
-    os.environ.update(server_environment(model_dir, port, workers, dict(os.environ), precision))
     # Imported only now: the toolkit reads its settings at import time.
     from sagemaker_inference import model_server
 
@@ -160,9 +203,15 @@ def serve(
     # Until the toolkit installs its own handler (forward to MMS, then return),
     # SIGTERM unwinds through the cleanup below instead of killing us outright.
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    stopped = track_sigterm(model_server)
     try:
-        model_server.start_model_server(handler_service=handler_service)
+        try:
+            model_server.start_model_server(handler_service=handler_service)
+        except Exception as exc:  # the toolkit raises bare Exceptions when MMS will not start
+            raise ServerError(f"the model server did not start: {exc}") from None
+        if not stopped.is_set():  # a supervisor must not read this as a clean stop
+            raise ServerError("the model server stopped on its own; its log above says why")
     finally:  # stopped (SIGTERM) or interrupted (Ctrl-C): leave no worker behind
-        stopped = stop_descendants()
-        if stopped:
-            log.info("stopped %d leftover model server processes", stopped)
+        leftovers = stop_descendants()
+        if leftovers:
+            log.info("stopped %d leftover model server processes", leftovers)

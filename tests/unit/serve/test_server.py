@@ -1,0 +1,51 @@
+"""`dogbreed serve` refuses what would fail later, before starting anything: one line, non-zero."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from dogbreed.core.errors import ConfigError
+from dogbreed.serve.server import check_port, server_environment
+from support.cli import run_cli
+from support.servers import free_port
+
+
+@pytest.mark.parametrize("port", ["40000", "32768", "0", "70000"])
+def test_a_port_the_model_server_refuses_is_one_line(tiny_model_dir, port):
+    proc = run_cli("serve", "--model-dir", tiny_model_dir, "--port", port, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"dogbreed serve: error: port {port}: the model server takes ports 1-32767 "
+        "(multi-model-server refuses higher numbers); set --port or SAGEMAKER_BIND_TO_PORT"
+    ]
+
+
+def test_a_port_in_use_is_refused_before_starting():
+    port = free_port()  # one in MMS's range
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        with pytest.raises(ConfigError, match=f"port {port} cannot be used"):
+            check_port(port)
+
+
+def test_a_malformed_port_variable_is_one_line(tiny_model_dir):
+    proc = run_cli(
+        "serve", "--model-dir", tiny_model_dir, env={"SAGEMAKER_BIND_TO_PORT": "http"}, timeout=60
+    )
+    assert proc.returncode == 2 and "SAGEMAKER_BIND_TO_PORT='http'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_flags_win_over_the_environment_and_defaults_fill_the_rest(tiny_model_dir):
+    env = server_environment(
+        tiny_model_dir, 9000, None, {"SAGEMAKER_MODEL_SERVER_WORKERS": "3"}, "fp32"
+    )
+    assert env["SAGEMAKER_BIND_TO_PORT"] == "9000"
+    assert env["SAGEMAKER_MODEL_SERVER_WORKERS"] == "3"
+    assert env["DOGBREED_PRECISION"] == "fp32"
+    assert env["SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"] == "60"
+    assert env["SAGEMAKER_MAX_PAYLOAD_IN_MB"] == "13"  # above ours, so our handler answers 413
+    assert env["SAGEMAKER_BASE_DIR"] == str(tiny_model_dir.parent)
