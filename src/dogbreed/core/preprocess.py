@@ -66,10 +66,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "RGB":
         return img
     if img.mode in _SIXTEEN_BIT or img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
+        arr = np.array(img, dtype=np.float32)  # a copy; float64 would double a big image's memory
         top = arr.max() if arr.size else 0.0
         if top > 255:  # 16-bit data: keep the top 8 bits of the range actually used
-            arr = arr * (255.0 / (65535.0 if top > 4095 else top))
+            arr *= np.float32(255.0 / (65535.0 if top > 4095 else top))
         img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
