@@ -33,6 +33,7 @@ from dogbreed.train.config import TrainConfig
 from dogbreed.train.data import load_splits
 from dogbreed.train.distributed import Dist
 from dogbreed.train.loop import (
+    Runtime,
     build_for_training,
     default_workers,
     make_loader,
@@ -43,7 +44,8 @@ from dogbreed.train.loop import (
 )
 from dogbreed.train.synth import synthesize
 
-# Both loops run this many batches before timing (a traced model profiles its first runs).
+# Both loops run this many batches before timing (oneDNN picks and caches kernels on its
+# first runs).
 WARMUP_BATCHES = 2
 MODEL_ONLY_STEPS = 20
 
@@ -121,7 +123,7 @@ def our_config(root: Path, batch_size: int, device: torch.device, **overrides) -
 
 
 def our_model(classes: int, cfg: TrainConfig, device: torch.device):
-    """The model and optimiser as train.run sets them up (frozen unless --unfreeze)."""
+    """The model and optimiser as dogbreed.train.run sets them up (frozen unless --unfreeze)."""
     model, optimizer = build_for_training(cfg, classes, device, frozen=not cfg.unfreeze)
     model.speed_up_frozen_backbone(device, cfg.precision == "bf16", cfg.compile)
     return model, optimizer
@@ -132,13 +134,11 @@ def our_loop(root: Path, cfg: TrainConfig, device: torch.device) -> float:
     splits = load_splits(root / "train", root / "valid", None)
     model, optimizer = our_model(len(splits.classes), cfg, device)
     workers = cfg.workers if cfg.workers is not None else default_workers(device)
-    d = Dist()
+    rt = Runtime(cfg, Dist(), device)
     warm = splits.train[: cfg.batch_size * WARMUP_BATCHES]
-    train_one_epoch(
-        model, make_loader(warm, True, cfg, d, device, workers), optimizer, device, d, 0, cfg
-    )
-    loader = make_loader(splits.train, True, cfg, d, device, workers, epoch=1)
-    _, images, _, seconds = train_one_epoch(model, loader, optimizer, device, d, 1, cfg)
+    train_one_epoch(rt, model, make_loader(rt, warm, True, workers), optimizer, 0)
+    loader = make_loader(rt, splits.train, True, workers, epoch=1)
+    _, images, _, seconds = train_one_epoch(rt, model, loader, optimizer, 1)
     return images / seconds
 
 
@@ -148,9 +148,10 @@ def model_only(classes: int, cfg: TrainConfig, device: torch.device) -> float:
     model.train()
     x = to_device(torch.randn(cfg.batch_size, 3, 224, 224), device, cfg.channels_last)
     y = torch.randint(0, classes, (cfg.batch_size,), device=device)
+    rt = Runtime(cfg, Dist(), device)
 
     def step() -> None:
-        train_step(model, x, y, optimizer, device, cfg)
+        train_step(model, x, y, optimizer, rt)
 
     for _ in range(WARMUP_BATCHES):
         step()

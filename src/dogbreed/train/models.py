@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import copy
 import urllib.error
+from collections import Counter
 from pathlib import Path
 
 import torch
+import torch.fx
 import torchvision
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from dogbreed.core.errors import ConfigError, ModelError
 
@@ -43,7 +46,8 @@ class Classifier(nn.Module):
         if self.frozen:
             # No activations kept for a backbone that gets no gradient.
             with torch.no_grad():
-                features = (self._fast_backbone or self.backbone)(x)
+                fast = self._fast_backbone
+                features = (fast if fast is not None else self.backbone)(x)
         else:
             features = self.backbone(x)
         return self.head(features)
@@ -53,11 +57,12 @@ class Classifier(nn.Module):
     ) -> None:
         """A frozen backbone only infers, so run it as inference code.
 
-        With `compile`: torch.compile'd (any device). Else on CPU: a
-        channels-last copy, traced and frozen (BatchNorm folded into the
-        convolutions, oneDNN kernels), in bf16 weights when `bf16`: ResNet-50
-        at batch 16 on 2 cores, 11 -> 18 images/s in fp32, 45 in bf16 on a CPU
-        with AVX512-BF16. On a GPU the backbone runs as it is, under the
+        With `compile`: torch.compile'd (any device). Else on CPU: an eager
+        channels-last copy with BatchNorm folded into the convolutions
+        (FoldedBackbone), in bf16 weights when `bf16`. ResNet-50 forward at
+        batch 16 on 2 cores of an AVX512-BF16 CPU: 15 images/s as it is, 21
+        folded in fp32, 42 folded in bf16 (as fast as the TorchScript-frozen
+        copy this replaces). On a GPU the backbone runs as it is, under the
         loop's autocast. Call after the weights are final (loaded or
         restored); the copy is not part of state_dict, so exports and
         checkpoints are unchanged.
@@ -70,25 +75,87 @@ class Classifier(nn.Module):
         if device.type != "cpu":
             return
         dtype = torch.bfloat16 if bf16 else torch.float32
-        fast = copy.deepcopy(self.backbone).eval()
-        fast = fast.to(dtype=dtype, memory_format=torch.channels_last)
-        example = torch.zeros(2, 3, 224, 224, dtype=dtype)
-        with torch.no_grad():
-            traced = torch.jit.freeze(
-                torch.jit.trace(fast, example.contiguous(memory_format=torch.channels_last))
-            )
-
-        def run(x: torch.Tensor) -> torch.Tensor:
-            # The copy has its own dtype: the loop's autocast stays out of it.
-            with torch.autocast("cpu", enabled=False):
-                features = traced(x.to(dtype).contiguous(memory_format=torch.channels_last))
-            return features.float()
-
-        object.__setattr__(self, "_fast_backbone", run)
+        object.__setattr__(self, "_fast_backbone", FoldedBackbone(self.backbone, dtype))
 
     def drop_fast_backbone(self) -> None:
-        """Back to the plain backbone (exporters need the module, not the traced copy)."""
+        """Back to the plain backbone (exporters need the module, not the inference copy)."""
         object.__setattr__(self, "_fast_backbone", None)
+
+
+class FoldedBackbone(nn.Module):
+    """An inference copy of a frozen backbone: (N, 3, H, W) -> features (N, F) in fp32.
+
+    Each BatchNorm is folded into the convolution before it (one op instead
+    of two), the weights are channels-last (oneDNN's fastest convolution
+    layout on CPU) in `dtype`. It computes in its own dtype, with the loop's
+    autocast off inside. A copy: the backbone's own weights and state_dict
+    stay as they are.
+    """
+
+    def __init__(self, backbone: nn.Module, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        # Fold in fp32 (scale = gamma / sqrt(var + eps)), then cast: bf16 rounds once.
+        net = fold_batchnorm(copy.deepcopy(backbone).float().eval())
+        self.net = net.to(dtype=dtype, memory_format=torch.channels_last).requires_grad_(False)
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # no_grad, not inference_mode: the head saves these features for its
+        # backward, which inference tensors do not allow.
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            features = self.net(x.to(self.dtype).contiguous(memory_format=torch.channels_last))
+        return features.float()
+
+
+_FOLDABLE = ((nn.Conv1d, nn.BatchNorm1d), (nn.Conv2d, nn.BatchNorm2d), (nn.Conv3d, nn.BatchNorm3d))
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold each eval-mode BatchNorm into the convolution that alone feeds it, in place.
+
+    The data flow comes from a torch.fx trace (module order does not give
+    it); the model stays an eager module with the convolutions replaced by
+    folded ones and the BatchNorms by Identity. A model fx cannot trace is
+    returned as it is: slower, still exact.
+    """
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # fx raises several types on Python control flow
+        return model
+    modules = dict(model.named_modules())
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    for node in graph.nodes:
+        source = node.args[0] if node.op == "call_module" and node.args else None
+        if isinstance(source, torch.fx.Node) and _foldable(source, node, modules, calls):
+            conv, bn = modules[source.target], modules[node.target]
+            _replace(model, source.target, fuse_conv_bn_eval(conv, bn))
+            _replace(model, node.target, nn.Identity())
+    return model
+
+
+def _foldable(
+    source: torch.fx.Node, node: torch.fx.Node, modules: dict[str, nn.Module], calls: Counter
+) -> bool:
+    """Whether `node` is a BatchNorm with running statistics fed by a convolution alone."""
+    if source.op != "call_module":
+        return False
+    conv, bn = modules[source.target], modules[node.target]
+    pair = any(type(conv) is c and type(bn) is b for c, b in _FOLDABLE)
+    return (
+        pair
+        and bn.running_mean is not None
+        and not (conv.training or bn.training)
+        # Folding changes the convolution's output and drops the BatchNorm: neither
+        # may be used anywhere else.
+        and len(source.users) == 1
+        and calls[source.target] == 1
+        and calls[node.target] == 1
+    )
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent), child, module)
 
 
 def available_archs() -> list[str]:

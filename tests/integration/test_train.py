@@ -16,11 +16,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import E2E_EPOCHS, TINY_TRAIN_FLAGS, run_cli, train_dirs
-from containers import opt_ml
 from dogbreed.core.preprocess import eval_array, open_image
 from dogbreed.train.data import display_label
 from dogbreed.train.models import build_model
+from support.cli import E2E_EPOCHS, TINY_TRAIN_FLAGS, run_cli, train_dirs
+from support.containers import opt_ml
 
 METRIC_RE = re.compile(
     r"^epoch=(\d+) train_loss=([\d.]+) val_loss=([\d.]+) val_acc=([\d.]+) "

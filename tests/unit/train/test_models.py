@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
-from conftest import run_cli
 from dogbreed.core.errors import ConfigError, ModelError
 from dogbreed.train.models import COMMON_ARCHS, build_model, param_groups
+from support.cli import run_cli
 
 
 @pytest.mark.parametrize("arch", COMMON_ARCHS)
@@ -102,3 +103,32 @@ def test_bf16_frozen_backbone_agrees_with_fp32():
     assert got.dtype == torch.float32
     assert (got - expected).abs().max() < 0.05 * expected.abs().max()
     assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.75
+
+
+def randomise_batchnorm(module: nn.Module) -> None:
+    """Non-trivial statistics and affine weights: a fresh BatchNorm folds into a no-op."""
+    for bn in module.modules():
+        if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.data.uniform_(0.5, 1.5)
+            bn.bias.data.uniform_(-0.2, 0.2)
+
+
+@pytest.mark.parametrize(
+    "arch,size", [("resnet18", 224), ("mobilenet_v3_large", 96), ("efficientnet_b0", 96)]
+)
+def test_folded_backbone_computes_the_plain_features(arch, size):
+    torch.manual_seed(0)
+    model = build_model(arch, classes=3, weights="none", frozen=True).eval()
+    randomise_batchnorm(model.backbone)
+    x = torch.randn(2, 3, size, size)
+    model.speed_up_frozen_backbone(torch.device("cpu"))  # fp32
+    fast = model._fast_backbone
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())  # all folded
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.backbone.modules())  # a copy
+    with torch.no_grad():
+        expected = model.backbone(x)  # (2, F)
+        got = fast(x)
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
