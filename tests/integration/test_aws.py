@@ -17,10 +17,9 @@ from dogbreed.aws import policies as iam
 from dogbreed.aws.config import load_config
 from dogbreed.aws.context import Ctx, Names
 from dogbreed.core.errors import AwsError
+from support.aws import ACCOUNT, REGION, offline_ctx
 from support.cli import run_cli
 
-ACCOUNT = "123456789012"  # moto's account
-REGION = "us-east-1"
 IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-train:abc1234"
 SERVE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-serve:abc1234"
 CONFIG = {
@@ -54,17 +53,6 @@ def aws(env_config, *args: str, check: bool = True):
 def dry_request(output: str, operation: str) -> dict:
     """The parameters of `operation` as a --dry-run printed them."""
     return json.loads(output.split(f"{operation} ")[1].splitlines()[0])
-
-
-def offline_ctx(service: str) -> tuple[Ctx, object]:
-    """A context for deployment 'dogs' whose `service` client a botocore Stubber will answer."""
-    client = boto3.client(
-        service, region_name=REGION, aws_access_key_id="x", aws_secret_access_key="y"
-    )
-    ctx = Ctx(Names("dogs"), load_config(None))
-    ctx._clients[service] = client
-    ctx._identity = (ACCOUNT, REGION)
-    return ctx, client
 
 
 def unique() -> str:

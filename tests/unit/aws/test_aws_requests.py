@@ -1,4 +1,4 @@
-"""`dogbreed aws ...` against moto's server (real HTTP on loopback), checked by describe calls."""
+"""AWS requests checked offline: policies (parliament), botocore's service models, config."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import re
 import subprocess
 import sys
-import uuid
 
 import boto3
 import pytest
@@ -15,61 +14,17 @@ from botocore.stub import Stubber
 from dogbreed.aws import context, functions
 from dogbreed.aws import policies as iam
 from dogbreed.aws.config import load_config
-from dogbreed.aws.context import Ctx, Names
 from dogbreed.aws.endpoint import DeployOptions, cmd_deploy
 from dogbreed.core.errors import ConfigError
+from support.aws import ACCOUNT, REGION, offline_ctx
 from support.cli import run_cli
 
-ACCOUNT = "123456789012"  # moto's account
-REGION = "us-east-1"
-IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-train:abc1234"
 SERVE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-serve:abc1234"
 CONFIG = {
     "data": "s3://dogs-bucket/dogImages",
     "output": "s3://dogs-bucket/output",
     "checkpoints": "s3://dogs-bucket/checkpoints",
 }
-
-
-@pytest.fixture
-def aws_env(moto_url, tmp_path, monkeypatch):
-    env = {
-        "AWS_ENDPOINT_URL": moto_url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    config = tmp_path / "aws.json"
-    config.write_text(json.dumps({**CONFIG, "region": REGION}))
-    return env, config
-
-
-def aws(env_config, *args: str, check: bool = True):
-    env, config = env_config
-    verb, rest = args[0], args[1:]
-    return run_cli("aws", verb, "--config", str(config), *rest, env=env, check=check, timeout=300)
-
-
-def dry_request(output: str, operation: str) -> dict:
-    """The parameters of `operation` as a --dry-run printed them."""
-    return json.loads(output.split(f"{operation} ")[1].splitlines()[0])
-
-
-def offline_ctx(service: str) -> tuple[Ctx, object]:
-    """A context for deployment 'dogs' whose `service` client a botocore Stubber will answer."""
-    client = boto3.client(
-        service, region_name=REGION, aws_access_key_id="x", aws_secret_access_key="y"
-    )
-    ctx = Ctx(Names("dogs"), load_config(None))
-    ctx._clients[service] = client
-    ctx._identity = (ACCOUNT, REGION)
-    return ctx, client
-
-
-def unique() -> str:
-    return f"Dog{uuid.uuid4().hex[:6]}"  # upper case on purpose: IAM wants endpoint/dog...
 
 
 def test_policies_pass_the_parliament_linter():
@@ -143,11 +98,6 @@ def test_redeploy_updates_the_endpoint_request():
 
 
 # ---- the error classifier, config checks, one-line errors, light imports --------------------
-
-
-def moto_ctx(name: str = "dogs") -> Ctx:
-    """A context on moto's server (aws_env sets the endpoint and credentials)."""
-    return Ctx(Names(name), load_config(None, {"region": REGION}))
 
 
 def test_missing_codes_fit_the_service_models():

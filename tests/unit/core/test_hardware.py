@@ -6,8 +6,6 @@ from pathlib import Path
 
 from dogbreed.core import hardware
 
-JPEG = {"Content-Type": "image/jpeg"}
-
 
 def test_cpu_flags_reads_this_machine():
     flags = hardware.cpu_flags()
