@@ -14,7 +14,7 @@ import requests
 
 from support.containers import SERVE_IMAGE, docker, image_present
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(
     shutil.which("docker-registry") is None or not image_present(SERVE_IMAGE),
     reason="needs Debian's docker-registry and the serve image (make test installs both)",

@@ -167,6 +167,59 @@ def track_sigterm(model_server) -> threading.Event:
     return stopped
 
 
+# The Java front end's main class: how its process is told from the workers.
+FRONT_END_MAIN = "com.amazonaws.ml.mms.ModelServer"
+
+
+def _front_end_gone(signo, frame) -> None:
+    raise ServerError(
+        "the model server's front end (Java) exited on its own; its log above says why"
+    )
+
+
+def watch_front_end(stopped: threading.Event, poll_s: float = 0.5) -> threading.Thread:
+    """Stop waiting when the Java front end dies (an OOM kill, a crash).
+
+    The toolkit waits on it by polling whether its pid exists, and as our
+    child (we are a subreaper) a dead front end stays a zombie that exists:
+    the wait would never end. This thread wakes the main thread with SIGUSR1
+    instead, unless a SIGTERM (`stopped`) is the reason it went.
+    """
+    import psutil
+
+    def front_end() -> psutil.Process | None:
+        for proc in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if FRONT_END_MAIN in proc.cmdline():
+                    return proc
+        return None
+
+    def watch() -> None:
+        front = None
+        while not stopped.wait(poll_s):
+            if front is None:
+                front = front_end()
+                continue
+            try:
+                alive = front.status() != psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                alive = False
+            if not alive:
+                if not stopped.is_set():
+                    signal.raise_signal(signal.SIGUSR1)
+                return
+
+    def interrupted(signo, frame) -> None:  # Ctrl-C stops the front end too: not a failure
+        stopped.set()
+        signal.default_int_handler(signo, frame)
+
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGUSR1, _front_end_gone)
+    thread = threading.Thread(target=watch, name="front-end-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def check_model_dir(model_dir: Path, precision: str | None = None) -> Predictor:
     """Fail before starting anything when the model cannot be served."""
     return Predictor(model_dir, threads=1, precision=precision)
@@ -204,14 +257,19 @@ def serve(
     # SIGTERM unwinds through the cleanup below instead of killing us outright.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     stopped = track_sigterm(model_server)
+    watch_front_end(stopped)
     try:
         try:
             model_server.start_model_server(handler_service=handler_service)
+        except ServerError:
+            raise
         except Exception as exc:  # the toolkit raises bare Exceptions when MMS will not start
             raise ServerError(f"the model server did not start: {exc}") from None
         if not stopped.is_set():  # a supervisor must not read this as a clean stop
             raise ServerError("the model server stopped on its own; its log above says why")
-    finally:  # stopped (SIGTERM) or interrupted (Ctrl-C): leave no worker behind
+    finally:
+        # Stopped (SIGTERM), interrupted (Ctrl-C) or failed: end the watch, leave no worker behind.
+        stopped.set()
         leftovers = stop_descendants()
         if leftovers:
             log.info("stopped %d leftover model server processes", leftovers)
