@@ -112,9 +112,9 @@ class Server:
             cmd = [
                 sys.executable,
                 "-c",
-                "from pathlib import Path; from dogbreed.serve.server import "
-                f"serve; serve(Path({str(model_dir)!r}), {self.port}, "
-                "handler_service='course_handler')",
+                "from pathlib import Path; from dogbreed.serve.server import ServeOptions, "
+                f"serve; serve(Path({str(model_dir)!r}), ServeOptions(port={self.port}, "
+                "handler_service='course_handler'))",
             ]
         with (self.logdir / "out.log").open("w") as log:
             self.proc = subprocess.Popen(

@@ -36,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return report_error("train", exc)
     if command == "serve":
         model_dir = str(base_dir(os.environ) / MODEL_DIR)
-        return cli_main(["serve", "--model-dir", model_dir, *rest])
+        # SageMaker reaches the container on its own address: listen on every interface.
+        return cli_main(["serve", "--model-dir", model_dir, "--host", "0.0.0.0", *rest])
     os.execvp(command, args)  # e.g. `docker run IMAGE dogbreed predict ...` or `bash`
     return 0
 

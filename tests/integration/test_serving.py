@@ -182,6 +182,27 @@ def test_every_error_then_still_serving(server, test_images):
         assert invoke(url, jpeg, "image/jpeg").json() == before
 
 
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", "/models"),
+        ("GET", "/models/model"),
+        ("POST", "/models?url=http://127.0.0.1:9/evil.mar&initial_workers=1"),
+        ("PUT", "/models/model?min_worker=0&max_worker=0"),
+        ("DELETE", "/models/model"),
+    ],
+)
+def test_the_management_api_is_not_on_the_inference_port(server, test_images, method, path):
+    """Registering a model from a URL runs its handler: nobody reaching the port may do it."""
+    url, _ = server
+    jpeg = test_images[0].read_bytes()
+    before = invoke(url, jpeg, "image/jpeg").json()
+    r = requests.request(method, f"{url}{path}", timeout=30)
+    assert r.status_code in (404, 405), (method, path, r.status_code, r.text[:300])
+    assert requests.get(f"{url}/ping", timeout=10).status_code == 200
+    assert invoke(url, jpeg, "image/jpeg").json() == before  # the model is still served
+
+
 def test_bad_model_dir_fails_the_start_in_one_line(tmp_path):
     (tmp_path / "model").mkdir()
     proc = run_cli(

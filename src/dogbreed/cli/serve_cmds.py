@@ -79,6 +79,12 @@ def add_serve(sub) -> None:
         default=None,
         help="worker processes (default $SAGEMAKER_MODEL_SERVER_WORKERS or 2)",
     )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; the serve image "
+        "listens on 0.0.0.0, as SageMaker requires). The management API is never on it",
+    )
     _add_precision(serve)
 
 
@@ -153,9 +159,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from dogbreed.serve.server import serve
+    from dogbreed.serve.server import ServeOptions, serve
 
-    serve(args.model_dir, args.port, args.workers, args.precision)
+    serve(args.model_dir, ServeOptions(args.port, args.workers, args.precision, args.host))
     return 0
 
 

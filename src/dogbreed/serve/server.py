@@ -32,6 +32,7 @@ import socket
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from dogbreed.core import settings
@@ -167,6 +168,31 @@ def track_sigterm(model_server) -> threading.Event:
     return stopped
 
 
+def close_control_plane(model_server, inference_address: str) -> Path:
+    """Serve inference alone on the public address; management on a private unix socket.
+
+    The toolkit writes the same address for both, so MMS would answer its
+    management API (register a model from any URL and run its handler, scale
+    workers to zero, unregister) on the inference port. The toolkit appends its
+    settings to the config file it writes; the properties appended here come
+    last and win. The socket's folder is ours alone (mode 0700).
+    """
+    private = Path(tempfile.mkdtemp(prefix="dogbreed-mms-"))
+    socket_path = private / "management.sock"
+    generate = model_server._generate_mms_config_properties
+
+    def generate_closed(env, handler_service=None) -> str:
+        config = generate(env, handler_service)
+        return (
+            config.rstrip("\n")
+            + f"\ninference_address={inference_address}"
+            + f"\nmanagement_address=unix:{socket_path}\n"
+        )
+
+    model_server._generate_mms_config_properties = generate_closed
+    return socket_path
+
+
 # The Java front end's main class: how its process is told from the workers.
 FRONT_END_MAIN = "com.amazonaws.ml.mms.ModelServer"
 
@@ -225,18 +251,27 @@ def check_model_dir(model_dir: Path, precision: str | None = None) -> Predictor:
     return Predictor(model_dir, threads=1, precision=precision)
 
 
-def serve(
-    model_dir: Path,
-    port: int | None = None,
-    workers: int | None = None,
-    precision: str | None = None,
-    handler_service: str = HANDLER_SERVICE,
-) -> None:
+@dataclass(frozen=True)
+class ServeOptions:
+    """What `dogbreed serve` takes besides the model directory (None: the environment's)."""
+
+    port: int | None = None
+    workers: int | None = None
+    precision: str | None = None
+    # Natively only this machine reaches the server; SageMaker needs every interface.
+    host: str = "127.0.0.1"
+    handler_service: str = HANDLER_SERVICE
+
+
+def serve(model_dir: Path, options: ServeOptions | None = None) -> None:
     """Run the model server in the foreground until it stops (SIGTERM stops it)."""
+    opts = options or ServeOptions()
     model_dir = model_dir.resolve()
-    model_precision = check_model_dir(model_dir, precision).precision
-    os.environ.update(server_environment(model_dir, port, workers, dict(os.environ), precision))
-    check_port(settings.env_int(settings.BIND_TO_PORT))
+    model_precision = check_model_dir(model_dir, opts.precision).precision
+    env = server_environment(model_dir, opts.port, opts.workers, dict(os.environ), opts.precision)
+    os.environ.update(env)
+    port = settings.env_int(settings.BIND_TO_PORT)
+    check_port(port)
     if shutil.which("java") is None:
         raise ConfigError(
             "the model server needs Java 17+: install a JRE (e.g. "
@@ -246,12 +281,14 @@ def serve(
     from sagemaker_inference import model_server
 
     log.info(
-        "serving %s (%s) on port %s with %s workers",
+        "serving %s (%s) on %s:%d with %s workers",
         model_dir,
         model_precision,
-        os.environ[settings.BIND_TO_PORT],
+        opts.host,
+        port,
         os.environ[settings.MODEL_SERVER_WORKERS],
     )
+    management = close_control_plane(model_server, f"http://{opts.host}:{port}")
     become_subreaper()
     # Until the toolkit installs its own handler (forward to MMS, then return),
     # SIGTERM unwinds through the cleanup below instead of killing us outright.
@@ -260,7 +297,7 @@ def serve(
     watch_front_end(stopped)
     try:
         try:
-            model_server.start_model_server(handler_service=handler_service)
+            model_server.start_model_server(handler_service=opts.handler_service)
         except ServerError:
             raise
         except Exception as exc:  # the toolkit raises bare Exceptions when MMS will not start
@@ -273,3 +310,4 @@ def serve(
         leftovers = stop_descendants()
         if leftovers:
             log.info("stopped %d leftover model server processes", leftovers)
+        shutil.rmtree(management.parent, ignore_errors=True)

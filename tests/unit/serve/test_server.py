@@ -49,3 +49,33 @@ def test_flags_win_over_the_environment_and_defaults_fill_the_rest(tiny_model_di
     assert env["SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"] == "60"
     assert env["SAGEMAKER_MAX_PAYLOAD_IN_MB"] == "13"  # above ours, so our handler answers 413
     assert env["SAGEMAKER_BASE_DIR"] == str(tiny_model_dir.parent)
+
+
+def test_the_control_plane_goes_to_a_private_socket(tmp_path):
+    """The toolkit writes management = inference; ours come last in the file and win."""
+    from types import SimpleNamespace
+
+    from dogbreed.serve.server import close_control_plane
+
+    def toolkit(env, handler_service=None):  # what the toolkit writes, in short
+        return "inference_address=http://0.0.0.0:8080\nmanagement_address=http://0.0.0.0:8080\n"
+
+    fake = SimpleNamespace(_generate_mms_config_properties=toolkit)
+    socket_path = close_control_plane(fake, "http://127.0.0.1:8080")
+    lines = fake._generate_mms_config_properties(None).splitlines()
+    last = {k: v for k, _, v in (line.partition("=") for line in lines)}  # Java: last one wins
+    assert last["inference_address"] == "http://127.0.0.1:8080"
+    assert last["management_address"] == f"unix:{socket_path}"
+    assert socket_path.parent.stat().st_mode & 0o077 == 0  # a folder only we can enter
+    socket_path.parent.rmdir()
+
+
+def test_serve_listens_on_loopback_natively_and_everywhere_in_the_image(monkeypatch):
+    from dogbreed import entrypoint
+    from dogbreed.cli.main import build_parser
+
+    assert build_parser().parse_args(["serve"]).host == "127.0.0.1"
+    seen: list[list[str]] = []
+    monkeypatch.setattr(entrypoint, "cli_main", lambda argv: seen.append(argv) or 0)
+    assert entrypoint.main(["serve"]) == 0  # `docker run IMAGE serve`, as SageMaker runs it
+    assert build_parser().parse_args(seen[0]).host == "0.0.0.0"
