@@ -49,6 +49,7 @@ MODEL_SERVER_TIMEOUT_SECONDS = "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"
 MODEL_SERVER_VMARGS = "SAGEMAKER_MODEL_SERVER_VMARGS"
 MAX_PAYLOAD_MB = "DOGBREED_MAX_PAYLOAD_MB"
 MAX_PIXELS = "DOGBREED_MAX_PIXELS"
+MAX_REQUEST_PIXELS = "DOGBREED_MAX_REQUEST_PIXELS"
 MAX_INSTANCES = "DOGBREED_MAX_INSTANCES"
 TOP_K = "DOGBREED_TOP_K"
 PRECISION = "DOGBREED_PRECISION"
@@ -77,6 +78,12 @@ SERVE_ENV = _vars(
     EnvVar(MAX_PAYLOAD_MB, "6", "request size limit (InvokeEndpoint's own cap), JSON 413 above it"),
     EnvVar(
         MAX_PIXELS, str(DEFAULT_MAX_PIXELS), "decompression-bomb guard, checked before decoding"
+    ),
+    EnvVar(
+        MAX_REQUEST_PIXELS,
+        "64000000",
+        "pixels of all the request's images together, from their headers before decoding "
+        "(413 above it)",
     ),
     EnvVar(MAX_INSTANCES, "64", "images per JSON batch"),
     EnvVar(TOP_K, "5", "default `top_k`"),

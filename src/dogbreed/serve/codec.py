@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from dogbreed.core.errors import (
     RequestError,
     UnsupportedMediaTypeError,
 )
-from dogbreed.core.preprocess import eval_array, open_image
+from dogbreed.core.preprocess import eval_input, image_pixels
 from dogbreed.serve.predictor import Predictor, default_threads
 from dogbreed.serve.worker_load import WorkerLoad
 
@@ -143,15 +144,40 @@ def input_fn(input_data: bytes | str, content_type: str | None) -> Request:
             f"unsupported content type '{media}'; send one of {', '.join(IMAGE_TYPES)} or {JSON}"
         )
     max_pixels = settings.env_int(settings.MAX_PIXELS, minimum=1)
-    arrays = []
-    for i, data in enumerate(images):
-        try:
-            arrays.append(eval_array(open_image(data, max_pixels)))
-        except ImageError as exc:
-            if not single:
-                exc.args = (f"instances[{i}]: {exc}",)
-            raise
+    with _naming_the_instance(single) as where:
+        check_pixel_budget(images, where)
+        arrays = []
+        for i, data in enumerate(images):
+            where[0] = i
+            arrays.append(eval_input(data, max_pixels))
     return Request(np.stack(arrays), _top_k(top_k), single)
+
+
+def check_pixel_budget(images: list[bytes], where: list[int]) -> None:
+    """Refuse a request whose images hold more pixels together than the budget, from
+    their headers, before decoding any: many small files can expand to gigabytes."""
+    budget = settings.env_int(settings.MAX_REQUEST_PIXELS, minimum=1)
+    total = 0
+    for i, data in enumerate(images):
+        where[0] = i
+        total += image_pixels(data)
+        if total > budget:
+            raise PayloadTooLargeError(
+                f"the request's images hold over {budget} pixels together "
+                f"({settings.MAX_REQUEST_PIXELS}); send fewer or smaller images"
+            )
+
+
+@contextlib.contextmanager
+def _naming_the_instance(single: bool):
+    """Prefix an image error with the batch position it came from."""
+    where = [0]
+    try:
+        yield where
+    except ImageError as exc:
+        if not single:
+            exc.args = (f"instances[{where[0]}]: {exc}",)
+        raise
 
 
 def predict_fn(request: Request, model: Predictor) -> dict[str, Any]:

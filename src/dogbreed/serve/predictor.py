@@ -17,7 +17,7 @@ from dogbreed.core import settings
 from dogbreed.core.errors import ModelError
 from dogbreed.core.hardware import int8_native, usable_cores
 from dogbreed.core.modeldir import ONNX_FILE, read_metadata
-from dogbreed.core.preprocess import eval_array, open_image
+from dogbreed.core.preprocess import eval_input
 from dogbreed.core.settings import PRECISIONS
 from dogbreed.serve.worker_load import WorkerLoad
 
@@ -161,5 +161,5 @@ class Predictor:
         return {**top[0], "top_k": top}
 
     def predict_images(self, images: Sequence[bytes | str | Path], k: int = 5) -> list[dict]:
-        batch = np.stack([eval_array(open_image(i)) for i in images])
+        batch = np.stack([eval_input(i) for i in images])
         return [self.answer(p, k) for p in self.probabilities(batch)]

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 
 from dogbreed.core.errors import DataError, ImageError
-from dogbreed.core.preprocess import CROP, eval_array, normalize, open_image
+from dogbreed.core.preprocess import CROP, eval_input, normalize, open_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -76,13 +76,12 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
         path, target = self.samples[i]
         try:
-            img = open_image(path)
+            if self.augment is None:  # evaluation: the transform the server runs
+                arr = eval_input(path)
+            else:
+                arr = normalize(np.asarray(self.augment(open_image(path)), dtype=np.uint8))
         except ImageError:
             return None
-        if self.augment is None:
-            arr = eval_array(img)
-        else:
-            arr = normalize(np.asarray(self.augment(img), dtype=np.uint8))
         return torch.from_numpy(arr), target
 
 

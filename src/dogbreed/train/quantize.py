@@ -29,7 +29,7 @@ from dogbreed.core.modeldir import (
     read_metadata,
     write_json,
 )
-from dogbreed.core.preprocess import eval_array, open_image
+from dogbreed.core.preprocess import eval_input
 from dogbreed.serve.predictor import open_session
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def _batches(
     arrays, labels = [], []
     for path, label in samples:
         try:
-            arrays.append(eval_array(open_image(path)))
+            arrays.append(eval_input(path))
         except (ImageError, OSError):
             continue
         labels.append(label)

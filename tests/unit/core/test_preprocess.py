@@ -99,3 +99,19 @@ def test_pixel_limit_is_checked_before_decoding():
     with pytest.raises(ImageTooLargeError, match="5000x5000"):
         open_image(big, max_pixels=10_000_000)
     assert open_image(encode(Image.new("L", (20, 20)), "PNG"), max_pixels=400).size == (20, 20)
+
+
+def test_large_jpegs_decode_at_a_reduced_scale_that_still_covers_the_resize():
+    from dogbreed.core.preprocess import RESIZE, eval_input, open_image
+
+    rng = np.random.default_rng(0)
+    small = Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).resize((4032, 3024))
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    full, reduced = open_image(data), open_image(data, short_side=RESIZE)
+    assert full.size == (4032, 3024)
+    assert reduced.size == (504, 378)  # libjpeg's 1/8 scale: the short side stays >= 256
+    assert min(open_image(data, short_side=1000).size) >= 1000  # 1/2 scale, not 1/4
+    diff = np.abs(eval_input(data) - eval_array(full))
+    assert float(diff.mean()) < 0.02  # normalised units: a fraction of one 8-bit level on average

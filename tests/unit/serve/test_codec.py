@@ -135,3 +135,33 @@ def test_any_body_is_an_answer_or_a_client_error(model, body, content_type):
         predict_fn(input_fn(body, content_type), model)
     except DogbreedError as exc:
         assert 400 <= http_status(exc) < 500, exc
+
+
+def test_a_pixel_bomb_batch_is_refused_from_the_headers(model):
+    """Small files that decode to gigabytes: 413 before any is decoded."""
+    import time
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((6000, 6000), dtype=np.uint16)).save(buf, "PNG")  # 36 MP, 16-bit
+    png = base64.b64encode(buf.getvalue()).decode()
+    body = json.dumps({"instances": [{"image": png}] * 3})
+    assert len(body) < 1_000_000
+    start = time.perf_counter()
+    with pytest.raises(PayloadTooLargeError, match="DOGBREED_MAX_REQUEST_PIXELS"):
+        input_fn(body, "application/json")
+    assert time.perf_counter() - start < 1.0
+    single = predict_fn(
+        input_fn(json.dumps({"instances": [{"image": png}]}), "application/json"), model
+    )
+    assert len(single["predictions"]) == 1  # one of them alone is within the budget
+
+
+def test_a_bad_instance_is_named_by_its_position(model):
+    good = base64.b64encode(jpeg(COLOURS["Red"])).decode()
+    body = json.dumps(
+        {"instances": [{"image": good}, {"image": base64.b64encode(b"nope").decode()}]}
+    )
+    with pytest.raises(ImageError, match=r"^instances\[1\]: cannot decode image"):
+        input_fn(body, "application/json")
