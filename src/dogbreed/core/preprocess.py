@@ -83,6 +83,8 @@ def draft_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 def image_pixels(data: bytes) -> int:
     """Width x height from the image's header alone (nothing decoded)."""
+    if not data:
+        raise ImageError("empty image: the request body has no bytes")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -281,11 +281,11 @@ def serve(model_dir: Path, options: ServeOptions | None = None) -> None:
     from sagemaker_inference import model_server
 
     log.info(
-        "serving %s (%s) on %s:%d with %s workers",
+        "serving %s (%s) on port %d of %s with %s workers",
         model_dir,
         model_precision,
-        opts.host,
         port,
+        opts.host,
         os.environ[settings.MODEL_SERVER_WORKERS],
     )
     management = close_control_plane(model_server, f"http://{opts.host}:{port}")
