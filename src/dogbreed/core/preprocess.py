@@ -81,15 +81,15 @@ def draft_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return math.ceil(width * scale), math.ceil(height * scale)
 
 
-def image_pixels(data: bytes) -> int:
-    """Width x height from the image's header alone (nothing decoded)."""
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the image's header alone (nothing decoded)."""
     if not data:
         raise ImageError("empty image: the request body has no bytes")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
-                return img.width * img.height
+                return img.width, img.height
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"image over the pixel limit: {exc}") from exc
     except UnidentifiedImageError:

@@ -24,12 +24,13 @@ import numpy as np
 from dogbreed.core import settings
 from dogbreed.core.errors import (
     ImageError,
+    ImageTooLargeError,
     NotAcceptableError,
     PayloadTooLargeError,
     RequestError,
     UnsupportedMediaTypeError,
 )
-from dogbreed.core.preprocess import eval_input, image_pixels
+from dogbreed.core.preprocess import eval_input, image_size
 from dogbreed.serve.predictor import Predictor, default_threads
 from dogbreed.serve.worker_load import WorkerLoad
 
@@ -145,7 +146,7 @@ def input_fn(input_data: bytes | str, content_type: str | None) -> Request:
         )
     max_pixels = settings.env_int(settings.MAX_PIXELS, minimum=1)
     with _naming_the_instance(single) as where:
-        check_pixel_budget(images, where)
+        check_pixel_budget(images, max_pixels, where)
         arrays = []
         for i, data in enumerate(images):
             where[0] = i
@@ -153,14 +154,20 @@ def input_fn(input_data: bytes | str, content_type: str | None) -> Request:
     return Request(np.stack(arrays), _top_k(top_k), single)
 
 
-def check_pixel_budget(images: list[bytes], where: list[int]) -> None:
-    """Refuse a request whose images hold more pixels together than the budget, from
-    their headers, before decoding any: many small files can expand to gigabytes."""
+def check_pixel_budget(images: list[bytes], max_pixels: int, where: list[int]) -> None:
+    """Refuse an image over the per-image limit, or a request whose images hold more
+    pixels together than the budget, from their headers before decoding any: many
+    small files can expand to gigabytes."""
     budget = settings.env_int(settings.MAX_REQUEST_PIXELS, minimum=1)
     total = 0
     for i, data in enumerate(images):
         where[0] = i
-        total += image_pixels(data)
+        width, height = image_size(data)
+        if width * height > max_pixels:
+            raise ImageTooLargeError(
+                f"image is {width}x{height} pixels, over the limit of {max_pixels}"
+            )
+        total += width * height
         if total > budget:
             raise PayloadTooLargeError(
                 f"the request's images hold over {budget} pixels together "

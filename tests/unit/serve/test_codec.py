@@ -165,3 +165,10 @@ def test_a_bad_instance_is_named_by_its_position(model):
     )
     with pytest.raises(ImageError, match=r"^instances\[1\]: cannot decode image"):
         input_fn(body, "application/json")
+
+
+def test_one_huge_image_names_its_size_before_any_decoding(model):
+    buf = io.BytesIO()
+    Image.new("L", (9000, 9000)).save(buf, "PNG")  # a tiny file, 81 M pixels
+    with pytest.raises(ImageTooLargeError, match="9000x9000 pixels, over the limit"):
+        input_fn(buf.getvalue(), "image/png")
