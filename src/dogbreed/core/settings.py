@@ -104,6 +104,23 @@ SERVE_ENV = _vars(
     EnvVar(MODEL_SERVER_VMARGS, DEFAULT_VMARGS, "JVM flags of the MMS front end"),
 )
 
+
+def check_serve_env(env: Mapping[str, str] | None = None) -> None:
+    """Parse every serving variable once, at start: a bad value is one line before the
+    server starts, never a failure of every request after it."""
+    for name in (BIND_TO_PORT, MODEL_SERVER_WORKERS, MODEL_SERVER_TIMEOUT_SECONDS, MAX_PIXELS,
+                 MAX_REQUEST_PIXELS, MAX_INSTANCES, TOP_K):  # fmt: skip
+        env_int(name, env, minimum=1)
+    env_float(MAX_PAYLOAD_MB, env, minimum=0)
+    if env_str(ORT_THREADS, env):
+        env_int(ORT_THREADS, env, minimum=1)
+    env_flag(SHARE_CORES, env)
+    env_flag(ORT_SPIN, env)
+    precision = (env_str(PRECISION, env) or "auto").strip().lower()
+    if precision not in PRECISIONS:
+        raise ConfigError(f"{PRECISION}={precision!r}: must be one of {', '.join(PRECISIONS)}")
+
+
 # The train image's launcher and the training processes.
 HOST_WAIT_S = "DOGBREED_HOST_WAIT_S"
 MASTER_PORT = "DOGBREED_MASTER_PORT"
@@ -144,9 +161,12 @@ def env_float(name: str, env: Mapping[str, str] | None = None, minimum: float = 
 def env_int(name: str, env: Mapping[str, str] | None = None, minimum: int = 0) -> int:
     raw = env_str(name, env)
     try:
-        value = int(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        number = float(raw)  # type: ignore[arg-type]  # '4e7' is a whole number too
+        value = int(number)
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{name}={raw!r}: must be a whole number") from None
+    if value != number:
+        raise ConfigError(f"{name}={raw!r}: must be a whole number")
     if value < minimum:
         raise ConfigError(f"{name}={raw!r}: must be at least {minimum}")
     return value

@@ -197,19 +197,16 @@ def close_control_plane(model_server, inference_address: str) -> Path:
 FRONT_END_MAIN = "com.amazonaws.ml.mms.ModelServer"
 
 
-def _front_end_gone(signo, frame) -> None:
-    raise ServerError(
-        "the model server's front end (Java) exited on its own; its log above says why"
-    )
-
-
 def watch_front_end(stopped: threading.Event, poll_s: float = 0.5) -> threading.Thread:
     """Stop waiting when the Java front end dies (an OOM kill, a crash).
 
     The toolkit waits on it by polling whether its pid exists, and as our
     child (we are a subreaper) a dead front end stays a zombie that exists:
     the wait would never end. This thread wakes the main thread with SIGUSR1
-    instead, unless a SIGTERM (`stopped`) is the reason it went.
+    instead, unless a SIGTERM (`stopped`) is the reason it went. It signals
+    again each second until the main thread is out: a signal that lands while
+    the toolkit is still looking for the front end is swallowed by its retry
+    loop, and one that lands once cleanup began is ignored.
     """
     import psutil
 
@@ -231,16 +228,23 @@ def watch_front_end(stopped: threading.Event, poll_s: float = 0.5) -> threading.
             except psutil.NoSuchProcess:
                 alive = False
             if not alive:
-                if not stopped.is_set():
+                while not stopped.is_set():
                     signal.raise_signal(signal.SIGUSR1)
+                    stopped.wait(1.0)
                 return
+
+    def front_end_gone(signo, frame) -> None:
+        if not stopped.is_set():  # not once cleanup began
+            raise ServerError(
+                "the model server's front end (Java) exited on its own; its log above says why"
+            )
 
     def interrupted(signo, frame) -> None:  # Ctrl-C stops the front end too: not a failure
         stopped.set()
         signal.default_int_handler(signo, frame)
 
     signal.signal(signal.SIGINT, interrupted)
-    signal.signal(signal.SIGUSR1, _front_end_gone)
+    signal.signal(signal.SIGUSR1, front_end_gone)
     thread = threading.Thread(target=watch, name="front-end-watch", daemon=True)
     thread.start()
     return thread
@@ -272,6 +276,7 @@ def serve(model_dir: Path, options: ServeOptions | None = None) -> None:
     os.environ.update(env)
     port = settings.env_int(settings.BIND_TO_PORT)
     check_port(port)
+    settings.check_serve_env()
     if shutil.which("java") is None:
         raise ConfigError(
             "the model server needs Java 17+: install a JRE (e.g. "

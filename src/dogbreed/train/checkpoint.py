@@ -41,7 +41,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    keys = keys.numpy() if isinstance(keys, torch.Tensor) else np.asarray(keys)  # older files
+    np.random.set_state((kind, keys.astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -64,7 +65,8 @@ def load(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_arrays()):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ConfigError(
             f"checkpoint {path} cannot be read safely ({_why(exc)}); it is corrupt or not "
@@ -73,6 +75,15 @@ def load(path: Path) -> dict[str, Any] | None:
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ConfigError(f"checkpoint {path} is not a dogbreed checkpoint (no model state)")
     return ckpt
+
+
+def _numpy_arrays() -> list:
+    """What unpickling a plain numpy array needs (it rebuilds data; it runs no code):
+    checkpoints written before the RNG states were converted hold numpy's as an array."""
+    from numpy import dtypes
+    from numpy._core import multiarray
+
+    return [multiarray._reconstruct, np.ndarray, np.dtype, dtypes.UInt32DType]
 
 
 def _why(exc: Exception) -> str:

@@ -138,19 +138,24 @@ class Job:
     def read(cls, env: Mapping[str, str] | None = None) -> Job:
         env = os.environ if env is None else env
         base = base_dir(env)
-        if not in_sagemaker(env):  # channels may still come as SM_CHANNEL_* variables
-            return cls(base=base, sagemaker=False, channels=_channels(base, env))
+        hp_path = base / HYPERPARAMETERS_FILE
+        hyperparameters = parse_hyperparameters(_read_json_object(hp_path) or {}, str(hp_path))
+        if not in_sagemaker(env):  # a hand-made tree: its channels and hyperparameters count
+            return cls(
+                base=base,
+                sagemaker=False,
+                hyperparameters=hyperparameters,
+                channels=_channels(base, env),
+            )
         path = base / RESOURCE_CONFIG_FILE
         hosts, current, interface = _hosts(_read_json_object(path), env, path)
-        hp_path = base / HYPERPARAMETERS_FILE
-        raw_hps = _read_json_object(hp_path) or {}
         return cls(
             base=base,
             sagemaker=True,
             hosts=hosts,
             current_host=current,
             interface=interface,
-            hyperparameters=parse_hyperparameters(raw_hps, str(hp_path)),
+            hyperparameters=hyperparameters,
             channels=_channels(base, env),
             model_dir=Path(env.get(settings.SM_MODEL_DIR) or base / MODEL_DIR),
             output_data_dir=Path(env.get(settings.SM_OUTPUT_DATA_DIR) or base / OUTPUT_DATA_DIR),

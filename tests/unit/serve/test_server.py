@@ -79,3 +79,23 @@ def test_serve_listens_on_loopback_natively_and_everywhere_in_the_image(monkeypa
     monkeypatch.setattr(entrypoint, "cli_main", lambda argv: seen.append(argv) or 0)
     assert entrypoint.main(["serve"]) == 0  # `docker run IMAGE serve`, as SageMaker runs it
     assert build_parser().parse_args(seen[0]).host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [("DOGBREED_TOP_K", "five"), ("DOGBREED_MAX_PIXELS", "-1"), ("DOGBREED_SHARE_CORES", "maybe"),
+     ("DOGBREED_PRECISION", "fp16"), ("DOGBREED_MAX_PAYLOAD_MB", "lots")],
+)  # fmt: skip
+def test_a_bad_serving_variable_stops_the_start_in_one_line(tiny_model_dir, name, value):
+    proc = run_cli("serve", "--model-dir", tiny_model_dir, env={name: value}, timeout=60)
+    assert proc.returncode in (2, 4), proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and name in lines[0], proc.stderr
+
+
+def test_whole_numbers_may_be_written_as_floats():
+    from dogbreed.core import settings
+
+    assert settings.env_int(settings.MAX_PIXELS, {"DOGBREED_MAX_PIXELS": "4e7"}) == 40_000_000
+    with pytest.raises(ConfigError, match="whole number"):
+        settings.env_int(settings.MAX_PIXELS, {"DOGBREED_MAX_PIXELS": "1.5"})

@@ -59,3 +59,18 @@ def test_a_foreign_file_is_not_taken_for_a_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="not a dogbreed checkpoint"):
         checkpoint.load(tmp_path / checkpoint.LAST)
     assert checkpoint.load(tmp_path / "missing.pt") is None
+
+
+def test_a_checkpoint_from_the_previous_release_still_resumes(tmp_path):
+    """Before the RNG states were converted, numpy's was saved as an array: it must load."""
+    random.seed(3), np.random.seed(4), torch.manual_seed(5)
+    old_rng = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    torch.save({"model": {"w": torch.ones(2)}, "rng": old_rng}, tmp_path / checkpoint.LAST)
+    expected = draws()
+    random.seed(0), np.random.seed(0), torch.manual_seed(0)
+    checkpoint.set_rng_state(checkpoint.load(tmp_path / checkpoint.LAST)["rng"])
+    assert draws() == expected

@@ -145,3 +145,12 @@ def test_hosts_and_failure_file(tmp_path):
     assert job.interface == "eth0"
     write_failure("bad things", env)
     assert (base / "output" / "failure").read_text() == "bad things\n"
+
+
+def test_a_hand_made_tree_without_resourceconfig_still_gives_its_hyperparameters(tmp_path):
+    config = tmp_path / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps({"epochs": "3", "arch": "resnet18"}))
+    synthesize(tmp_path / "input" / "data" / "training", classes=2, per_class=3)
+    cfg = environment.resolve({}, Job.read({"SAGEMAKER_BASE_DIR": str(tmp_path)}))
+    assert (cfg.epochs, cfg.arch, cfg.sagemaker) == (3, "resnet18", False)
