@@ -7,9 +7,11 @@ ToTensor -> Normalize(ImageNet) exactly (tests compare the two), without torch.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,31 @@ CROP = 224
 _MEAN = np.asarray(IMAGENET_MEAN, dtype=np.float32).reshape(3, 1, 1)
 _STD = np.asarray(IMAGENET_STD, dtype=np.float32).reshape(3, 1, 1)
 _SIXTEEN_BIT = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+
+
+@contextlib.contextmanager
+def _decoding() -> Iterator[None]:
+    """Pillow's failures as ours: ImageError for what is not an image, 413 for bombs."""
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit replaces Pillow's bomb warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"image over the pixel limit: {exc}") from exc
+    except UnidentifiedImageError:
+        raise ImageError("cannot decode image: not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"cannot decode image: {exc}") from exc
+
+
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image is {width}x{height} pixels, over the limit of {max_pixels}"
+        )
 
 
 def open_image(
@@ -48,27 +75,13 @@ def open_image(
         fp = io.BytesIO(source)
     else:
         fp = source
-    try:
-        with warnings.catch_warnings():
-            # Our own pixel limit below replaces Pillow's bomb warning.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(fp)
-            if img.width * img.height > max_pixels:
-                raise ImageTooLargeError(
-                    f"image is {img.width}x{img.height} pixels, over the limit of {max_pixels}"
-                )
-            if short_side and img.format == "JPEG":
-                img.draft(img.mode, draft_size(img.width, img.height, short_side))
-            img.load()
-            img = ImageOps.exif_transpose(img)
-    except ImageError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"image over the pixel limit: {exc}") from exc
-    except UnidentifiedImageError:
-        raise ImageError("cannot decode image: not a recognised image format") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"cannot decode image: {exc}") from exc
+    with _decoding():
+        img = Image.open(fp)
+        check_pixels(img.width, img.height, max_pixels)
+        if short_side and img.format == "JPEG":
+            img.draft(img.mode, draft_size(img.width, img.height, short_side))
+        img.load()
+        img = ImageOps.exif_transpose(img)
     return to_rgb(img)
 
 
@@ -85,17 +98,8 @@ def image_size(data: bytes) -> tuple[int, int]:
     """(width, height) from the image's header alone (nothing decoded)."""
     if not data:
         raise ImageError("empty image: the request body has no bytes")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                return img.width, img.height
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"image over the pixel limit: {exc}") from exc
-    except UnidentifiedImageError:
-        raise ImageError("cannot decode image: not a recognised image format") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"cannot decode image: {exc}") from exc
+    with _decoding(), Image.open(io.BytesIO(data)) as img:
+        return img.width, img.height
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -9,6 +9,7 @@ The README's settings tables are checked against this module by a test.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -116,9 +117,15 @@ def check_serve_env(env: Mapping[str, str] | None = None) -> None:
         env_int(ORT_THREADS, env, minimum=1)
     env_flag(SHARE_CORES, env)
     env_flag(ORT_SPIN, env)
-    precision = (env_str(PRECISION, env) or "auto").strip().lower()
+    precision_choice(None, env)
+
+
+def precision_choice(given: str | None, env: Mapping[str, str] | None = None) -> str:
+    """auto, fp32 or int8: the given value, else $DOGBREED_PRECISION, else auto."""
+    precision = (given or env_str(PRECISION, env) or "auto").strip().lower()
     if precision not in PRECISIONS:
         raise ConfigError(f"{PRECISION}={precision!r}: must be one of {', '.join(PRECISIONS)}")
+    return precision
 
 
 # The train image's launcher and the training processes.
@@ -333,8 +340,6 @@ PATH_SETTINGS = ("data", "model-dir", "output-dir", "checkpoint-dir")
 
 def parse_setting(key: str, raw: Any, source: str) -> Any:
     """Parse one value with its setting's parser; one clear error when it does not fit."""
-    import json
-
     setting = SETTINGS[key]
     try:
         return setting.parse(raw if isinstance(raw, str) else json.dumps(raw))

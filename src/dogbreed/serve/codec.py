@@ -24,13 +24,12 @@ import numpy as np
 from dogbreed.core import settings
 from dogbreed.core.errors import (
     ImageError,
-    ImageTooLargeError,
     NotAcceptableError,
     PayloadTooLargeError,
     RequestError,
     UnsupportedMediaTypeError,
 )
-from dogbreed.core.preprocess import eval_input, image_size
+from dogbreed.core.preprocess import check_pixels, eval_input, image_size
 from dogbreed.serve.predictor import Predictor, default_threads
 from dogbreed.serve.worker_load import WorkerLoad
 
@@ -163,10 +162,7 @@ def check_pixel_budget(images: list[bytes], max_pixels: int, where: list[int]) -
     for i, data in enumerate(images):
         where[0] = i
         width, height = image_size(data)
-        if width * height > max_pixels:
-            raise ImageTooLargeError(
-                f"image is {width}x{height} pixels, over the limit of {max_pixels}"
-            )
+        check_pixels(width, height, max_pixels)
         total += width * height
         if total > budget:
             raise PayloadTooLargeError(

@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 
 from dogbreed.core import settings
-from dogbreed.core.errors import ModelError
+from dogbreed.core.errors import ConfigError, ModelError
 from dogbreed.core.hardware import int8_native, usable_cores
 from dogbreed.core.modeldir import ONNX_FILE, read_metadata
 from dogbreed.core.preprocess import eval_input
-from dogbreed.core.settings import PRECISIONS
 from dogbreed.serve.worker_load import WorkerLoad
 
 
@@ -76,10 +75,10 @@ def choose_model_file(
     auto: the int8 model where training kept one and this CPU has int8 dot
     products, else fp32. int8 on a model without one is an error.
     """
-    precision = (precision or settings.env_str(settings.PRECISION) or "auto").strip().lower()
-    if precision not in PRECISIONS:
-        choices = ", ".join(PRECISIONS)
-        raise ModelError(f"{settings.PRECISION}={precision!r}: must be one of {choices}")
+    try:
+        precision = settings.precision_choice(precision)
+    except ConfigError as exc:  # the model cannot be loaded as asked
+        raise ModelError(str(exc)) from None
     files = meta.get("files", {})
     int8 = files.get("onnx_int8")
     if precision == "int8" and not int8:

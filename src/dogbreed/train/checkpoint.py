@@ -69,7 +69,7 @@ def load(path: Path) -> dict[str, Any] | None:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ConfigError(
-            f"checkpoint {path} cannot be read safely ({_why(exc)}); it is corrupt or not "
+            f"checkpoint {path} cannot be read safely ({type(exc).__name__}); it is corrupt or not "
             "a dogbreed checkpoint: delete it (or pass another --checkpoint-dir) to start over"
         ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt:
@@ -84,8 +84,3 @@ def _numpy_arrays() -> list:
     from numpy._core import multiarray
 
     return [multiarray._reconstruct, np.ndarray, np.dtype, dtypes.UInt32DType]
-
-
-def _why(exc: Exception) -> str:
-    """The kind of failure, without torch's advice to load the file unsafely."""
-    return type(exc).__name__

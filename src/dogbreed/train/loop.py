@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from dogbreed.core.errors import ConfigError, DataError
-from dogbreed.core.hardware import bf16_native_cpu
+from dogbreed.core.hardware import bf16_native_cpu, usable_cores
 from dogbreed.train import distributed
 from dogbreed.train.config import TrainConfig
 from dogbreed.train.data import ImageFolderDataset, collate_skipping
@@ -146,8 +146,7 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 def default_workers(device: torch.device) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
+    cores = usable_cores()
     # On CPU the model needs the cores too; leave it at least half of them.
     return min(8, cores if device.type == "cuda" else max(1, cores // 2))
 
