@@ -10,6 +10,16 @@ model (ONNX Runtime fp32 and int8, torch eager; batch 1, no HTTP, no decode)
 measured in the same run.
 
     python bench/serve_latency.py [--model-dir DIR] [--requests 40] [--precisions fp32,int8]
+    python bench/serve_latency.py --soak-minutes 10 [--soak-concurrency 8]
+
+It also serves one phone-size photo (4032x3024 JPEG) against a 500x375 one on
+the same server (p50 ratio, concurrency 1), and checks the speed goals: c1 p50
+within 5 ms of the bare compute, c4 throughput at least 0.85 of the compute
+limit (cores / one-thread compute time).
+
+--soak-minutes runs the int8 server alone at a fixed concurrency for that long
+and prints, every 30 s, requests, errors, p50/p99 and resident memory, then the
+memory drift from the first window to the last (goal: 0 errors, under 5%).
 
 Without --model-dir it writes a ResNet-50 model directory (133 classes, random
 weights: latency does not depend on their values) to a temporary folder, with
@@ -182,6 +192,58 @@ def drive(
     }
 
 
+def make_phone_photo(root: Path) -> Path:
+    """A 12-megapixel JPEG (4032x3024, a phone camera's size) of a rendered scene."""
+    from dogbreed.train.synth import render
+
+    img = render(3, 8, np.random.default_rng(1)).resize((4032, 3024))
+    path = root / "phone.jpg"
+    img.save(path, quality=92)
+    return path
+
+
+def soak(model_dir: Path, images: list[bytes], minutes: float, concurrency: int, env) -> None:
+    """The int8 server at a fixed concurrency for `minutes`; a line per 30 s window."""
+    server = Server("dogbreed", model_dir, env | {"DOGBREED_PRECISION": "int8"})
+    try:
+        server.wait()
+        drive(server.url, images, 2, 8)
+        window_s, rss, total_errors, total = 30.0, [], 0, 0
+        windows = max(1, round(minutes * 60 / window_s))
+        print(f"soak: concurrency={concurrency} minutes={minutes} windows={windows} of 30 s")
+        for i in range(windows):
+            r = drive(server.url, images, concurrency, 10**9, budget_s=window_s)
+            rss.append(server.rss_mb())
+            total_errors += r["errors"]
+            total += r["n"] + r["errors"]
+            print(
+                f"  t={int((i + 1) * window_s):4d}s n={r['n']} errors={r['errors']} "
+                f"p50_ms={r['p50']:.1f} p99_ms={r['p99']:.1f} rps={r['rps']:.1f} "
+                f"rss_mb={rss[-1]:.0f}",
+                flush=True,
+            )
+        drift = (rss[-1] - rss[0]) / rss[0] * 100
+        print(
+            f"soak: requests={total} errors={total_errors} rss_first_mb={rss[0]:.0f} "
+            f"rss_last_mb={rss[-1]:.0f} rss_max_mb={max(rss):.0f} drift_pct={drift:+.1f}"
+        )
+    finally:
+        server.stop()
+
+
+def photo_ratio(model_dir: Path, small: bytes, phone: bytes, env, runs: int = 30) -> dict:
+    """c1 p50 of a 12 MP photo and of a 500x375 one on the same int8 server."""
+    server = Server("dogbreed", model_dir, env | {"DOGBREED_PRECISION": "int8"})
+    try:
+        server.wait()
+        drive(server.url, [small], 2, 8)
+        small_r = drive(server.url, [small], 1, runs)
+        phone_r = drive(server.url, [phone], 1, runs)
+        return {"small": small_r["p50"], "phone": phone_r["p50"]}
+    finally:
+        server.stop()
+
+
 def bare_compute_ms(
     model_dir: Path, image: Path, threads: int, precisions: list[str], runs: int = 30
 ) -> dict[str, float]:
@@ -256,6 +318,13 @@ def main() -> None:
         default="fp32,int8",
         help="which of our models to serve, comma-separated (default fp32,int8)",
     )
+    parser.add_argument(
+        "--soak-minutes",
+        type=float,
+        default=0,
+        help="instead of the comparison: the int8 server at --soak-concurrency for this long",
+    )
+    parser.add_argument("--soak-concurrency", type=int, default=8, help="clients in the soak")
     args = parser.parse_args()
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     cores = len(os.sched_getaffinity(0))
@@ -263,13 +332,17 @@ def main() -> None:
         paths = make_images(Path(tmp))
         images = [p.read_bytes() for p in paths]
         model_dir = args.model_dir or make_model_dir(Path(tmp), paths)
+        env = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(args.workers)}
+        if args.soak_minutes > 0:
+            soak(model_dir, images, args.soak_minutes, args.soak_concurrency, env)
+            return
         bare = bare_compute_ms(model_dir, paths[0], cores, precisions)
+        one_thread = bare_compute_ms(model_dir, paths[0], 1, precisions)
         print(
             f"cores={cores} workers={args.workers} model={model_dir} "
             f"jpeg_kb={np.mean([len(b) for b in images]) / 1024:.0f}"
         )
         print("bare_compute_ms " + " ".join(f"{k}={v:.1f}" for k, v in bare.items()))
-        env = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(args.workers)}
         runs = [(f"dogbreed-{p}", "dogbreed", {"DOGBREED_PRECISION": p}) for p in precisions]
         results = {}
         for name, kind, extra in [*runs, ("course", "course", {})]:
@@ -290,6 +363,20 @@ def main() -> None:
                 f"ratio {p}: p50_c1_over_bare_ort={ours[1]['p50'] / bare[f'onnxruntime_{p}']:.2f} "
                 f"throughput_c4_vs_course={ours[4]['rps'] / course[4]['rps']:.2f}x "
                 f"p50_c1_vs_course={course[1]['p50'] / ours[1]['p50']:.2f}x faster"
+            )
+            limit = cores / one_thread[f"onnxruntime_{p}"] * 1000  # requests/s the CPU allows
+            over = ours[1]["p50"] - bare[f"onnxruntime_{p}"]
+            print(
+                f"goals {p}: c1_p50_minus_bare_ms={over:.1f} (goal <= 5) "
+                f"compute_limit_rps={limit:.1f} c4_over_limit={ours[4]['rps'] / limit:.2f} "
+                "(goal >= 0.85)"
+            )
+        phone = make_phone_photo(Path(tmp)).read_bytes()
+        if "int8" in precisions:
+            r = photo_ratio(model_dir, images[0], phone, env)
+            print(
+                f"photo int8 c1: 500x375_p50_ms={r['small']:.1f} 4032x3024_p50_ms={r['phone']:.1f} "
+                f"ratio={r['phone'] / r['small']:.2f} (goal <= 1.3) phone_kb={len(phone) // 1024}"
             )
 
 

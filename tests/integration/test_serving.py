@@ -161,7 +161,7 @@ def bad_requests(jpeg: bytes) -> list[tuple[str, bytes | str, str, int, str]]:
             400,
             "instances[1]",
         ),
-        ("over size", b"\xff" * (7 * 1024 * 1024), "image/jpeg", 413, "over the"),
+        ("over size", b"\xff" * (6 * 1024 * 1024 + 512 * 1024), "image/jpeg", 413, "over the"),
         ("huge dimensions", huge, "image/png", 413, "9000x9000"),
     ]
 
@@ -201,6 +201,29 @@ def test_the_management_api_is_not_on_the_inference_port(server, test_images, me
     assert r.status_code in (404, 405), (method, path, r.status_code, r.text[:300])
     assert requests.get(f"{url}/ping", timeout=10).status_code == 200
     assert invoke(url, jpeg, "image/jpeg").json() == before  # the model is still served
+
+
+def noise_jpeg(side: int = 2110) -> bytes:
+    """A JPEG of random pixels: just under the 6 MB limit at this size."""
+    pixels = np.random.default_rng(0).integers(0, 255, (side, side, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG", quality=97)
+    return out.getvalue()
+
+
+def test_a_burst_of_maximum_size_requests_is_answered(server, test_images):
+    """50 clients at once, each with a 6 MB photo: the front end buffers every body."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url, _ = server
+    body = noise_jpeg()
+    assert 5.5 * 2**20 < len(body) <= 6 * 2**20
+    with ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(lambda _: invoke(url, body, "image/jpeg"), range(50)))
+    statuses = [a.status_code for a in answers]
+    assert statuses == [200] * 50, [a.text[:200] for a in answers if a.status_code != 200]
+    jpeg = test_images[0].read_bytes()
+    assert invoke(url, jpeg, "image/jpeg").status_code == 200
 
 
 def test_bad_model_dir_fails_the_start_in_one_line(tmp_path):

@@ -64,10 +64,17 @@ def stop(proc: subprocess.Popen) -> None:
     stop_server(proc, own_session=getattr(proc, "own_session", False))
 
 
-def start_native(model_dir: Path, tmp: Path, *flags: str) -> tuple[str, subprocess.Popen, Path]:
+def start_native(
+    model_dir: Path, tmp: Path, *flags: str, env: dict[str, str] | None = None
+) -> tuple[str, subprocess.Popen, Path]:
     port = free_port()
     log = tmp / "server.log"
-    env = {**os.environ, "LOG_LOCATION": str(tmp), "SAGEMAKER_MODEL_SERVER_WORKERS": "2"}
+    env = {
+        **os.environ,
+        "LOG_LOCATION": str(tmp),
+        "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
+        **(env or {}),
+    }
     with log.open("w") as fh:
         proc = subprocess.Popen(
             [

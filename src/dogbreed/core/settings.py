@@ -57,11 +57,19 @@ PRECISION = "DOGBREED_PRECISION"
 ORT_THREADS = "DOGBREED_ORT_THREADS"
 SHARE_CORES = "DOGBREED_SHARE_CORES"
 ORT_SPIN = "DOGBREED_ORT_SPIN"
+JOB_QUEUE = "DOGBREED_JOB_QUEUE"
+WORKER_TIMEOUT_S = "DOGBREED_WORKER_TIMEOUT_S"
+DRAIN_S = "DOGBREED_DRAIN_S"
+# Set by the server for its workers (not a user setting): where each marks a request.
+INFLIGHT_DIR = "DOGBREED_INFLIGHT_DIR"
 
-# The front end only queues bytes: a small heap keeps it at ~150 MB resident.
+# The front end holds each request's body until a worker takes it: a burst of
+# JOB_QUEUE maximum-size requests (50 x 6 MB) must fit its heap and its direct
+# buffers (Netty), which an unpooled allocator gives back after the burst.
 DEFAULT_VMARGS = (
-    "-XX:-UseContainerSupport -Xms32m -Xmx256m "
-    "-XX:+UseSerialGC -XX:MaxMetaspaceSize=96m -XX:TieredStopAtLevel=1"
+    "-XX:-UseContainerSupport -Xms32m -Xmx512m -XX:MaxDirectMemorySize=512m "
+    "-XX:+UseSerialGC -XX:MaxMetaspaceSize=96m -XX:TieredStopAtLevel=1 "
+    "-Dio.netty.allocator.type=unpooled"
 )
 # 8k x 5k: above any camera photo, far below what would exhaust a worker's memory.
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -87,6 +95,12 @@ SERVE_ENV = _vars(
         "(413 above it)",
     ),
     EnvVar(MAX_INSTANCES, "64", "images per JSON batch"),
+    EnvVar(
+        JOB_QUEUE,
+        "50",
+        "requests waiting for a worker; more are answered 503 at once (each waiting request "
+        "holds up to the size limit in the front end's memory)",
+    ),
     EnvVar(TOP_K, "5", "default `top_k`"),
     EnvVar(
         PRECISION,
@@ -102,6 +116,17 @@ SERVE_ENV = _vars(
         "its share of the cores; `0`: one session, all threads, always",
     ),
     EnvVar(ORT_SPIN, "0", "let idle ONNX Runtime threads spin"),
+    EnvVar(
+        WORKER_TIMEOUT_S,
+        "20",
+        "seconds with no model worker able to answer before the server exits non-zero "
+        "(a dead workers' parent is restarted first)",
+    ),
+    EnvVar(
+        DRAIN_S,
+        "20",
+        "on SIGTERM, seconds to let requests already taken finish (SageMaker kills at 30)",
+    ),
     EnvVar(MODEL_SERVER_VMARGS, DEFAULT_VMARGS, "JVM flags of the MMS front end"),
 )
 
@@ -110,9 +135,11 @@ def check_serve_env(env: Mapping[str, str] | None = None) -> None:
     """Parse every serving variable once, at start: a bad value is one line before the
     server starts, never a failure of every request after it."""
     for name in (BIND_TO_PORT, MODEL_SERVER_WORKERS, MODEL_SERVER_TIMEOUT_SECONDS, MAX_PIXELS,
-                 MAX_REQUEST_PIXELS, MAX_INSTANCES, TOP_K):  # fmt: skip
+                 MAX_REQUEST_PIXELS, MAX_INSTANCES, TOP_K, JOB_QUEUE):  # fmt: skip
         env_int(name, env, minimum=1)
     env_float(MAX_PAYLOAD_MB, env, minimum=0)
+    env_float(WORKER_TIMEOUT_S, env, minimum=1)
+    env_float(DRAIN_S, env, minimum=0)
     if env_str(ORT_THREADS, env):
         env_int(ORT_THREADS, env, minimum=1)
     env_flag(SHARE_CORES, env)

@@ -7,16 +7,27 @@ goes on serving.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
+from dogbreed.core import settings
 from dogbreed.core.errors import DogbreedError
 from dogbreed.serve.codec import input_fn, model_fn, output_fn, predict_fn
+from dogbreed.serve.worker_load import WorkerLoad
 
 log = logging.getLogger("dogbreed.serve.server")
 _model = None
+_inflight: WorkerLoad | None = None  # this worker's "handling a request" flag
+
+
+def _in_flight():
+    """Hold this worker's flag for the whole request: the server drains on them."""
+    return _inflight.busy() if _inflight is not None else contextlib.nullcontext()
 
 
 def _header(context: Any, name: str) -> str | None:
@@ -34,11 +45,19 @@ def _error(context: Any, status: int, message: str) -> list[str]:
 
 
 def handle(data: list[dict] | None, context: Any) -> list[str] | None:
-    global _model
+    """MMS's entry point: load the model (data None), else answer one request."""
+    global _model, _inflight
     if data is None:  # MMS calls this once at worker start: load the model
         _model = model_fn(context.system_properties["model_dir"])
+        folder = os.environ.get(settings.INFLIGHT_DIR)
+        _inflight = WorkerLoad(Path(folder)) if folder else None
         log.info("model loaded: %d classes, %s", len(_model.labels), _model.precision)
         return None
+    with _in_flight():
+        return _answer(data, context)
+
+
+def _answer(data: list[dict], context: Any) -> list[str]:
     try:
         request = input_fn(data[0].get("body") or b"", _header(context, "content-type"))
         answer, content_type = output_fn(predict_fn(request, _model), _header(context, "accept"))

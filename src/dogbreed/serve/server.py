@@ -15,6 +15,8 @@ and the toolkit's settings get defaults that suit this model:
     DOGBREED_PRECISION                     auto|fp32|int8: which model file to run (auto:
                                            int8 where there is one and the CPU has
                                            int8 dot products)
+    DOGBREED_WORKER_TIMEOUT_S              no worker able to answer this long: exit 9 (20)
+    DOGBREED_DRAIN_S                       SIGTERM: let taken requests finish this long (20)
     SAGEMAKER_MODEL_SERVER_VMARGS          JVM flags (a small heap by default)
 """
 
@@ -38,6 +40,7 @@ from pathlib import Path
 from dogbreed.core import settings
 from dogbreed.core.errors import ConfigError, ServerError
 from dogbreed.serve.predictor import Predictor
+from dogbreed.serve.supervisor import Supervisor, graceful_sigterm, interrupt_stops
 
 log = logging.getLogger(__name__)
 HANDLER_SERVICE = "dogbreed.serve.handler_service"
@@ -67,9 +70,10 @@ def server_environment(
         out[settings.MODEL_SERVER_WORKERS] = str(workers)
     if precision is not None:
         out[settings.PRECISION] = precision
-    # MMS's own cap sits above ours so that our handler answers a JSON 413.
+    # MMS's own cap sits just above ours so that our handler answers a JSON 413,
+    # and no higher: the front end buffers whole bodies (see DEFAULT_VMARGS).
     payload_mb = settings.env_float(settings.MAX_PAYLOAD_MB, out)
-    out.setdefault("SAGEMAKER_MAX_PAYLOAD_IN_MB", str(math.ceil(payload_mb * 2) + 1))
+    out.setdefault("SAGEMAKER_MAX_PAYLOAD_IN_MB", str(math.ceil(payload_mb) + 1))
     # The toolkit serves BASE/model: point BASE at the model's parent, or a link.
     if model_dir.name == "model":
         out["SAGEMAKER_BASE_DIR"] = str(model_dir.parent)
@@ -148,28 +152,9 @@ def check_port(port: int) -> None:
             raise ConfigError(f"port {port} cannot be used: {exc.strerror}") from None
 
 
-def track_sigterm(model_server) -> threading.Event:
-    """An event set when SIGTERM arrives once the toolkit handles it (it forwards the
-    signal to MMS and returns normally, exactly as when MMS dies on its own)."""
-    stopped = threading.Event()
-    add_handler = model_server._add_sigterm_handler
-
-    def add_tracking_handler(mms_process) -> None:
-        add_handler(mms_process)
-        forward = signal.getsignal(signal.SIGTERM)
-
-        def on_sigterm(signo, frame) -> None:
-            stopped.set()
-            forward(signo, frame)
-
-        signal.signal(signal.SIGTERM, on_sigterm)
-
-    model_server._add_sigterm_handler = add_tracking_handler
-    return stopped
-
-
 def close_control_plane(model_server, inference_address: str) -> Path:
-    """Serve inference alone on the public address; management on a private unix socket.
+    """Serve inference alone on the public address; management on a private unix socket;
+    bound the front end's queue (DOGBREED_JOB_QUEUE).
 
     The toolkit writes the same address for both, so MMS would answer its
     management API (register a model from any URL and run its handler, scale
@@ -183,71 +168,16 @@ def close_control_plane(model_server, inference_address: str) -> Path:
 
     def generate_closed(env, handler_service=None) -> str:
         config = generate(env, handler_service)
+        queue = settings.env_int(settings.JOB_QUEUE, minimum=1)
         return (
             config.rstrip("\n")
             + f"\ninference_address={inference_address}"
             + f"\nmanagement_address=unix:{socket_path}\n"
+            + f"job_queue_size={queue}\n"
         )
 
     model_server._generate_mms_config_properties = generate_closed
     return socket_path
-
-
-# The Java front end's main class: how its process is told from the workers.
-FRONT_END_MAIN = "com.amazonaws.ml.mms.ModelServer"
-
-
-def watch_front_end(stopped: threading.Event, poll_s: float = 0.5) -> threading.Thread:
-    """Stop waiting when the Java front end dies (an OOM kill, a crash).
-
-    The toolkit waits on it by polling whether its pid exists, and as our
-    child (we are a subreaper) a dead front end stays a zombie that exists:
-    the wait would never end. This thread wakes the main thread with SIGUSR1
-    instead, unless a SIGTERM (`stopped`) is the reason it went. It signals
-    again each second until the main thread is out: a signal that lands while
-    the toolkit is still looking for the front end is swallowed by its retry
-    loop, and one that lands once cleanup began is ignored.
-    """
-    import psutil
-
-    def front_end() -> psutil.Process | None:
-        for proc in psutil.Process().children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                if FRONT_END_MAIN in proc.cmdline():
-                    return proc
-        return None
-
-    def watch() -> None:
-        front = None
-        while not stopped.wait(poll_s):
-            if front is None:
-                front = front_end()
-                continue
-            try:
-                alive = front.status() != psutil.STATUS_ZOMBIE
-            except psutil.NoSuchProcess:
-                alive = False
-            if not alive:
-                while not stopped.is_set():
-                    signal.raise_signal(signal.SIGUSR1)
-                    stopped.wait(1.0)
-                return
-
-    def front_end_gone(signo, frame) -> None:
-        if not stopped.is_set():  # not once cleanup began
-            raise ServerError(
-                "the model server's front end (Java) exited on its own; its log above says why"
-            )
-
-    def interrupted(signo, frame) -> None:  # Ctrl-C stops the front end too: not a failure
-        stopped.set()
-        signal.default_int_handler(signo, frame)
-
-    signal.signal(signal.SIGINT, interrupted)
-    signal.signal(signal.SIGUSR1, front_end_gone)
-    thread = threading.Thread(target=watch, name="front-end-watch", daemon=True)
-    thread.start()
-    return thread
 
 
 def check_model_dir(model_dir: Path, precision: str | None = None) -> Predictor:
@@ -294,12 +224,16 @@ def serve(model_dir: Path, options: ServeOptions | None = None) -> None:
         os.environ[settings.MODEL_SERVER_WORKERS],
     )
     management = close_control_plane(model_server, f"http://{opts.host}:{port}")
+    inflight = management.parent / "inflight"  # the workers' request flags (worker_load.py)
+    os.environ[settings.INFLIGHT_DIR] = str(inflight)
     become_subreaper()
     # Until the toolkit installs its own handler (forward to MMS, then return),
     # SIGTERM unwinds through the cleanup below instead of killing us outright.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    stopped = track_sigterm(model_server)
-    watch_front_end(stopped)
+    stopped = threading.Event()  # set by SIGTERM, Ctrl-C or cleanup: the stop is ours
+    graceful_sigterm(model_server, stopped, inflight, settings.env_float(settings.DRAIN_S))
+    interrupt_stops(stopped)
+    Supervisor(stopped, settings.env_float(settings.WORKER_TIMEOUT_S, minimum=1)).start()
     try:
         try:
             model_server.start_model_server(handler_service=opts.handler_service)

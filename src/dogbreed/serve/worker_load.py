@@ -12,6 +12,10 @@ request; the others test those locks without blocking. The files live in a
 folder named after the server (the workers' parent process), and a lock dies
 with its process, so a restarted worker leaves nothing stuck. A stale answer
 only costs a little speed, never a wrong result.
+
+The same flags, held for a whole request in a folder the server names
+(DOGBREED_INFLIGHT_DIR), tell the server when every taken request is done:
+how it drains on SIGTERM (supervisor.py).
 """
 
 from __future__ import annotations
@@ -29,6 +33,27 @@ def board_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"dogbreed-workers-{os.getppid()}"
 
 
+def busy_count(folder: Path, skip: Path | None = None) -> int:
+    """How many of the folder's flags are held (one per busy worker), `skip` aside."""
+    busy = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if skip is not None and entry.path == str(skip):
+                continue
+            try:
+                fd = os.open(entry.path, os.O_RDONLY)
+            except OSError:  # a worker removing its file as it exits
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except BlockingIOError:
+                busy += 1
+            finally:
+                os.close(fd)
+    return busy
+
+
 class WorkerLoad:
     """This worker's busy flag plus a look at its siblings' flags."""
 
@@ -40,23 +65,7 @@ class WorkerLoad:
 
     def others_busy(self) -> int:
         """How many sibling workers are handling a request right now."""
-        busy = 0
-        with os.scandir(self.folder) as entries:
-            for entry in entries:
-                if entry.path == str(self.path):
-                    continue
-                try:
-                    fd = os.open(entry.path, os.O_RDONLY)
-                except OSError:  # a sibling removing its file as it exits
-                    continue
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                except BlockingIOError:
-                    busy += 1
-                finally:
-                    os.close(fd)
-        return busy
+        return busy_count(self.folder, skip=self.path)
 
     @contextlib.contextmanager
     def busy(self) -> Iterator[None]:

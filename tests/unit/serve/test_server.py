@@ -47,7 +47,7 @@ def test_flags_win_over_the_environment_and_defaults_fill_the_rest(tiny_model_di
     assert env["SAGEMAKER_MODEL_SERVER_WORKERS"] == "3"
     assert env["DOGBREED_PRECISION"] == "fp32"
     assert env["SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"] == "60"
-    assert env["SAGEMAKER_MAX_PAYLOAD_IN_MB"] == "13"  # above ours, so our handler answers 413
+    assert env["SAGEMAKER_MAX_PAYLOAD_IN_MB"] == "7"  # above ours, so our handler answers 413
     assert env["SAGEMAKER_BASE_DIR"] == str(tiny_model_dir.parent)
 
 
@@ -66,6 +66,7 @@ def test_the_control_plane_goes_to_a_private_socket(tmp_path):
     last = {k: v for k, _, v in (line.partition("=") for line in lines)}  # Java: last one wins
     assert last["inference_address"] == "http://127.0.0.1:8080"
     assert last["management_address"] == f"unix:{socket_path}"
+    assert last["job_queue_size"] == "50"  # a burst beyond it is answered 503 at once
     assert socket_path.parent.stat().st_mode & 0o077 == 0  # a folder only we can enter
     socket_path.parent.rmdir()
 
