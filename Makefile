@@ -12,10 +12,10 @@ WORK ?= artifacts
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt constraints-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=24" "setuptools>=68,<81" wheel
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[train,serve,dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -c constraints-dev.txt -e ".[train,serve,dev]"
 	# Test images only: foolbox's wheel carries 20 real ImageNet photos (two dogs).
 	$(BIN)/pip install --quiet --no-deps foolbox==3.3.4
 	touch $(STAMP)
@@ -86,7 +86,16 @@ DATA ?= $(WORK)/data
 HPS ?= {"arch": "resnet18", "weights": "none", "epochs": "2", "batch-size": "16"}
 PORT ?= 8080
 
-.PHONY: train-local serve-local push
+.PHONY: train-local serve-local push sbom
+
+sbom: build  ## both images' CycloneDX SBOMs (their Python environments) into $(WORK)/
+	@mkdir -p $(WORK)
+	@for pair in train:$(TRAIN_IMAGE) serve:$(SERVE_IMAGE); do \
+	  image=$${pair#*:}:latest; \
+	  path=$$(docker image inspect -f '{{ index .Config.Labels "org.opencontainers.image.sbom" }}' $$image); \
+	  docker run --rm --entrypoint cat $$image $$path > $(WORK)/sbom-$${pair%%:*}.cdx.json; \
+	  echo "$(WORK)/sbom-$${pair%%:*}.cdx.json  ($$image:$$path)"; \
+	done
 
 train-local: build-train  ## train image on synthetic data with a local /opt/ml tree (as SageMaker runs it)
 	@test -d $(DATA)/train || $(BIN)/dogbreed data synth --out $(DATA) --classes 5 --per-class 40

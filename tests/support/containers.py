@@ -30,6 +30,7 @@ def opt_ml(
     hyperparameters: dict,
     host: str = "algo-1",
     hosts: tuple[str, ...] = ("algo-1",),
+    interface: str = "lo",
 ) -> Path:
     """A /opt/ml tree as SageMaker mounts it, with a copy of `data` as the training channel."""
     import json
@@ -38,7 +39,9 @@ def opt_ml(
     config.mkdir(parents=True)
     (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
     (config / "resourceconfig.json").write_text(
-        json.dumps({"current_host": host, "hosts": list(hosts), "network_interface_name": "lo"})
+        json.dumps(
+            {"current_host": host, "hosts": list(hosts), "network_interface_name": interface}
+        )
     )
     (config / "inputdataconfig.json").write_text(
         json.dumps(
