@@ -75,6 +75,7 @@ def test_iam_roles_are_least_privilege_and_idempotent(aws_env):
     assert sm == iam.sagemaker_policy(
         REGION,
         ACCOUNT,
+        name,
         CONFIG["data"],
         CONFIG["output"],
         CONFIG["checkpoints"],
@@ -182,7 +183,7 @@ def test_deploy_autoscale_lambda_then_down(aws_env):
     model_data = "s3://dogs-bucket/output/job/output/model.tar.gz"
     deploy = ["deploy", "--name", name, "--image", SERVE, "--model-data", model_data]
     assert f"created endpoint {name}" in aws(aws_env, *deploy).stdout
-    assert aws(aws_env, *deploy).stdout.count("unchanged") == 3
+    assert aws(aws_env, *deploy).stdout.count("unchanged") == 5  # with the two alarms
     sm = boto3.client("sagemaker")
     endpoint = sm.describe_endpoint(EndpointName=name)
     config = sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])

@@ -1,7 +1,9 @@
 """The Lambda handler end to end: boto3 -> InvokeEndpoint gateway -> the real model server.
 
 S3 reads go to moto's server on loopback. URL fetching is tested for what it
-must refuse (no test traffic leaves loopback).
+must refuse (no test traffic leaves loopback; tests/unit/aws/test_lambda_fetch.py
+fetches from a loopback TLS server). `dogbreed lambda-local` serves the page and
+the handler on loopback as a function URL would.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import http.server
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -19,6 +23,7 @@ import pytest
 from dogbreed.aws import lambda_function
 from dogbreed.aws.invoke_twin import InvokeEndpointGateway
 from dogbreed.serve.predictor import Predictor
+from support.lambda_local import start_lambda_local, stop_lambda_local
 from support.servers import start_native, stop, wait_for_ping
 
 ENDPOINT = "dogbreed-test"
@@ -87,14 +92,20 @@ def test_top_k_is_passed_on(aws, test_jpegs):
     assert len(handle({"image_base64": base64.b64encode(data).decode(), "top_k": 2})["top_k"]) == 2
 
 
-def test_s3_uri(aws, test_jpegs, moto_url):
+def test_s3_uri(aws, test_jpegs, moto_url, monkeypatch):
     data, breed = jpeg(test_jpegs, 3)
     s3 = boto3.client("s3", endpoint_url=moto_url)
     s3.create_bucket(Bucket="dogs")
     s3.put_object(Bucket="dogs", Key="in/dog.jpg", Body=data)
+    s3.put_object(Bucket="dogs", Key="private/dog.jpg", Body=data)
+    off = handle({"s3_uri": "s3://dogs/in/dog.jpg"})
+    assert off["statusCode"] == 400 and "no S3 input prefix" in off["error"]
+    monkeypatch.setenv("S3_PREFIX", "s3://dogs/in/")  # what `aws lambda` sets from s3_input
     assert handle({"s3_uri": "s3://dogs/in/dog.jpg"})["breed"] == breed
     missing = handle({"s3_uri": "s3://dogs/in/none.jpg"})
     assert missing["statusCode"] == 400 and "cannot read" in missing["error"]
+    outside = handle({"s3_uri": "s3://dogs/private/dog.jpg"})
+    assert outside == {"statusCode": 403, "error": "s3_uri must be under s3://dogs/in/"}
 
 
 @pytest.mark.parametrize("event_kind", ["rest", "http"])
@@ -143,16 +154,19 @@ def test_api_gateway_proxy_events(aws, test_jpegs, event_kind):
         ({"image_base64": "aGk=", "top_k": 0}, 400, "top_k"),
     ],
 )
-def test_bad_input(aws, event, status, message):
+def test_bad_input(aws, monkeypatch, event, status, message):
+    monkeypatch.setenv("ALLOW_URL_FETCH", "true")  # to reach the URL checks
     out = handle(event)
     assert out["statusCode"] == status and message in out["error"], out
     assert set(out) == {"statusCode", "error"}
 
 
-def test_url_fetching_can_be_switched_off(aws, monkeypatch):
-    monkeypatch.setenv("ALLOW_URL_FETCH", "false")
+def test_url_fetching_is_off_unless_switched_on(aws, monkeypatch):
+    monkeypatch.delenv("ALLOW_URL_FETCH", raising=False)
     out = handle({"url": "https://example.com/dog.jpg"})
     assert out["statusCode"] == 400 and "switched off" in out["error"]
+    monkeypatch.setenv("ALLOW_URL_FETCH", "false")
+    assert "switched off" in handle({"url": "https://example.com/dog.jpg"})["error"]
 
 
 def test_too_large(aws, test_jpegs, monkeypatch):
@@ -223,3 +237,37 @@ def test_aws_invoke_endpoint(aws, test_jpegs):
         check=True,
     )
     assert proc.stdout.startswith(f"{path}: {breed} (index")
+
+
+# ---- `dogbreed lambda-local` as a function URL: the page and POSTs on loopback ---------------
+
+
+def http_call(url: str, body: bytes | None = None, content_type: str = "image/jpeg"):
+    """(status, headers, body) of a GET (no body) or POST to url."""
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+def test_lambda_local_serves_the_page_and_classifies_posts(model_server, test_jpegs, tmp_path):
+    page_url, proc = start_lambda_local(model_server, tmp_path)
+    try:
+        status, headers, page = http_call(page_url)
+        assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
+        assert "default-src 'none'" in headers["Content-Security-Policy"]
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert page.decode() == lambda_function.PAGE
+        data, breed = jpeg(test_jpegs, 1)
+        status, headers, body = http_call(page_url, data)  # what the page's script sends
+        assert status == 200 and headers["Content-Type"] == "application/json"
+        assert json.loads(body)["breed"] == breed and len(json.loads(body)["top_k"]) == 5
+        doc = json.dumps({"image_base64": base64.b64encode(data).decode(), "top_k": 2}).encode()
+        answer = json.loads(http_call(page_url, doc, "application/json")[2])
+        assert answer["breed"] == breed and len(answer["top_k"]) == 2
+        status, _, body = http_call(page_url, b"not an image", "application/octet-stream")
+        assert status == 400 and "error" in json.loads(body)
+    finally:
+        stop_lambda_local(proc)

@@ -4,7 +4,9 @@ Every resource name derives from the deployment name N. Calls are sent by
 `Ctx`: reads (`read`, `find`), changes (`write`, `delete`; printed instead of
 sent in a dry run) and plain calls (`call`). A failed call is an AwsError naming
 the service, operation and error code; "the resource does not exist" is decided
-by the error code alone, from the per-call table MISSING.
+by the error code alone, from the per-call table MISSING. `Ctx.requests` records
+every request sent, or in a dry run every request a real run would send first
+(reads included): the operator's policy is checked against it.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dogbreed.core.errors import AwsError, ConfigError
 
 VARIANT = "AllTraffic"
+TAG_KEY = "dogbreed:name"  # every resource a command creates for N carries TAG_KEY=N
 DRY_RUN_ACCOUNT = "123456789012"
 
 # Error codes that mean "no such resource", per call. Checked against the operation's
@@ -46,7 +49,11 @@ MISSING: dict[tuple[str, str], tuple[str, ...]] = {
     ("lambda", "get_function"): ("ResourceNotFoundException",),
     ("lambda", "get_alias"): ("ResourceNotFoundException",),
     ("lambda", "delete_function"): ("ResourceNotFoundException",),
+    ("lambda", "get_function_url_config"): ("ResourceNotFoundException",),
+    ("lambda", "get_policy"): ("ResourceNotFoundException",),  # no resource policy yet
     ("logs", "delete_log_group"): ("ResourceNotFoundException",),
+    # Teardown deletes only the alarms DescribeAlarms listed: this covers one gone meanwhile.
+    ("cloudwatch", "delete_alarms"): ("ResourceNotFound",),
     # A HEAD answer has no body: botocore reports its HTTP status as the code.
     ("s3", "head_object"): ("404", "NoSuchKey"),
 }
@@ -65,6 +72,12 @@ def aws_error(service: str, op: str, exc: Exception) -> AwsError:
     """One line: service, operation, error code and AWS's message."""
     if isinstance(exc, ClientError):
         message = exc.response.get("Error", {}).get("Message", "")
+        if error_code(exc).isdigit() and message.lstrip().startswith("<"):
+            # A web page instead of an AWS error: the endpoint (an emulator) lacks the API.
+            return AwsError(
+                f"{service} {op}: HTTP {error_code(exc)}: the endpoint does not offer "
+                "this call (an emulator may lack it)"
+            )
         return AwsError(f"{service} {op}: {error_code(exc)}: {message}")
     return AwsError(f"{service} {op}: {exc}")
 
@@ -104,13 +117,39 @@ class Names:
         return f"/aws/lambda/{self.function}"
 
     @property
+    def alarms(self) -> tuple[str, str]:
+        """The endpoint's CloudWatch alarms: 5XX error rate, then model latency."""
+        return (f"{self.name}-5xx-errors", f"{self.name}-model-latency")
+
+    @property
     def tags(self) -> list[dict[str, str]]:
-        return [{"Key": "dogbreed:name", "Value": self.name}]
+        return [{"Key": TAG_KEY, "Value": self.name}]
+
+    @property
+    def stand_in(self) -> str:
+        """A name of N's form (N-<digest>) that a dry run's reads use where a real run reads a
+        name from an earlier answer (the endpoint's config, a listed model)."""
+        return f"{self.name}-{'0' * 8}"
+
+    def tagged(self, tags: Any) -> bool:
+        """Whether a resource's tags (a list of {"Key", "Value"}, or Lambda's dict) say N's."""
+        key, value = TAG_KEY, self.name
+        if isinstance(tags, dict):
+            return tags.get(key) == value
+        return {"Key": key, "Value": value} in (tags or [])
 
     def owns(self, resource: str) -> bool:
         """Models and endpoint configs this deployment made: N-<8 hex digits>."""
         prefix, _, tail = resource.rpartition("-")
         return prefix == self.name and len(tail) == 8 and all(c in "0123456789abcdef" for c in tail)
+
+
+class Request(NamedTuple):
+    """One API request, as boto3 takes it: ("sagemaker", "create_model", {...})."""
+
+    service: str
+    operation: str
+    params: dict[str, Any]
 
 
 @dataclass
@@ -119,6 +158,7 @@ class Ctx:
     config: dict[str, Any]
     dry_run: bool = False
     out: Any = sys.stdout
+    requests: list[Request] = field(default_factory=list)  # sent, or a dry run's
     _session: Any = None
     _clients: dict[str, Any] = field(default_factory=dict)
     _identity: tuple[str, str] | None = None
@@ -155,6 +195,10 @@ class Ctx:
     def role_arn(self, role: str) -> str:
         return f"arn:aws:iam::{self.account}:role/{role}"
 
+    def sagemaker_arn(self, kind: str, name: str) -> str:
+        """A SageMaker resource's ARN (SageMaker writes names in lower case there)."""
+        return f"arn:aws:sagemaker:{self.region}:{self.account}:{kind}/{name.lower()}"
+
     def client(self, service: str):
         if service not in self._clients:
             self._clients[service] = self.session.client(service)
@@ -172,15 +216,29 @@ class Ctx:
 
     def read(self, service: str, op: str, **params) -> Any:
         """A describe/get/list call (None in a dry run); any failure is an AwsError."""
-        return None if self.dry_run else self.call(service, op, **params)
+        if self.dry_run:
+            self.requests.append(Request(service, op, params))
+            return None
+        return self.call(service, op, **params)
 
     def find(self, service: str, op: str, **params) -> Any:
         """A describe/get call of one resource: None when it does not exist (or in a dry run)."""
-        return None if self.dry_run else self._send(service, op, params, missing_ok=True)
+        if self.dry_run:
+            self.requests.append(Request(service, op, params))
+            return None
+        return self._send(service, op, params, missing_ok=True)
+
+    def would_read(self, service: str, op: str, **params) -> None:
+        """Record, in a dry run, a read that a real run makes only once it has found something
+        (a rerun's comparison, a tag check before a delete): the dry run's requests then hold
+        every read a real run can send. A real run sends nothing here."""
+        if self.dry_run:
+            self.requests.append(Request(service, op, params))
 
     def write(self, service: str, op: str, **params) -> Any:
         """A call that changes something; printed instead of sent in a dry run."""
         if self.dry_run:
+            self.requests.append(Request(service, op, params))
             self.say(f"{service}.{op} {_shown(params)}")
             return {}
         return self.call(service, op, **params)
@@ -193,10 +251,13 @@ class Ctx:
         if self._send(service, op, params, missing_ok=True) is None:
             return False
         kind = op.removeprefix("delete_").removeprefix("deregister_")
-        self.say(f"deleted: {service} {kind} {next(iter(params.values()))}")
+        named = next(iter(params.values()))  # a name, or a list of names (cloudwatch alarms)
+        shown = ", ".join(named) if isinstance(named, list) else named
+        self.say(f"deleted: {service} {kind} {shown}")
         return True
 
     def _send(self, service: str, op: str, params: dict[str, Any], missing_ok: bool) -> Any:
+        self.requests.append(Request(service, op, params))
         try:
             return getattr(self.client(service), op)(**params)
         except ClientError as exc:

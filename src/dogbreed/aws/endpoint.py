@@ -1,7 +1,10 @@
 """`dogbreed aws deploy` and `dogbreed aws autoscale`: the SageMaker endpoint.
 
 Models and endpoint configs are named after a digest of their request: a changed
-image, model or instance type makes new ones, and the endpoint is switched over.
+image, model, instance type or serverless setting makes new ones, and the endpoint
+is switched over. A live endpoint is switched blue/green with a canary and rolls
+back by itself on the alarms of alarms.py (see rollout.py); a serverless one is
+switched all at once.
 """
 
 from __future__ import annotations
@@ -10,21 +13,54 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from dogbreed.aws.alarms import Thresholds, check_thresholds, ensure_alarms
 from dogbreed.aws.config import digest
 from dogbreed.aws.context import VARIANT, Ctx
+from dogbreed.aws.rollout import (
+    Rollout,
+    check_rollout,
+    deployment_config,
+    describe,
+    execution_timeout_s,
+)
 from dogbreed.core import settings
-from dogbreed.core.errors import AwsError
+from dogbreed.core.errors import AwsError, ConfigError
 
 SCALABLE_DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 INVOCATIONS_METRIC = "SageMakerVariantInvocationsPerInstance"
+# ProductionVariantServerlessConfig: 1 GB steps from 1 to 6 GB, MaxConcurrency 1-200.
+SERVERLESS_MEMORY_MB = (1024, 2048, 3072, 4096, 5120, 6144)
+MAX_SERVERLESS_CONCURRENCY = 200
+FAILED = ("Failed", "UpdateRollbackFailed")
 
 
 @dataclass(frozen=True)
 class DeployOptions:
+    """What `aws deploy` was asked; None falls back to the config's `deploy` and `alarms`."""
+
     image: str
     model_data: str
-    instance_type: str | None = None  # None: the config's deploy.instance_type
+    instance_type: str | None = None
     wait_s: float = 1800
+    instance_count: int | None = None
+    serverless: bool | None = None
+    memory_mb: int | None = None
+    max_concurrency: int | None = None
+    canary_percent: int | None = None
+    bake_minutes: int | None = None
+    error_rate: float | None = None
+    latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A deploy's settings, resolved and checked before any AWS call."""
+
+    serverless: bool
+    capacity: dict[str, Any]  # the variant's instances or its ServerlessConfig
+    instance_count: int  # 0 when serverless
+    rollout: Rollout
+    thresholds: Thresholds
 
 
 @dataclass(frozen=True)
@@ -38,15 +74,98 @@ class ScaleOptions:
     scale_out_cooldown: int | None = None
 
 
-def cmd_deploy(ctx: Ctx, opts: DeployOptions) -> None:
-    model_name = _ensure_model(ctx, opts)
-    config_name = _ensure_endpoint_config(ctx, model_name, opts.instance_type)
-    _ensure_endpoint(ctx, config_name)
-    if not ctx.dry_run:
-        wait_in_service(ctx, opts.wait_s)
+def cmd_deploy(ctx: Ctx, opts: DeployOptions) -> dict[str, Any] | None:
+    """Deploy; DescribeEndpoint's answer once InService (None in a dry run)."""
+    plan = make_plan(ctx, opts)
+    live = ctx.find("sagemaker", "describe_endpoint", EndpointName=ctx.names.endpoint)
+    if live is not None and plan.serverless and not is_serverless(live):
+        raise ConfigError(  # before anything is created for a switch that cannot happen
+            f"endpoint {ctx.names.endpoint} runs on instances and SageMaker cannot update it "
+            "to serverless: deploy under another --name, or delete it first "
+            f"(aws down --name {ctx.names.name})"
+        )
+    model_name = _ensure_model(ctx, opts, isolated=not plan.serverless)
+    config_name = _ensure_endpoint_config(ctx, model_name, plan)
+    alarms = ensure_alarms(ctx, plan.thresholds)  # before an update names them for rollback
+    updated = _ensure_endpoint(ctx, live, config_name, plan, alarms)
+    if ctx.dry_run:
+        return None
+    # A blue/green update runs for up to its MaximumExecutionTimeoutInSeconds.
+    wait = max(opts.wait_s, execution_timeout_s(plan.rollout)) if updated else opts.wait_s
+    endpoint = wait_in_service(ctx, wait)
+    _check_rolled_out(ctx, endpoint, config_name)
+    return endpoint
 
 
-def _ensure_model(ctx: Ctx, opts: DeployOptions) -> str:
+def _check_rolled_out(ctx: Ctx, endpoint: dict[str, Any], config_name: str) -> None:
+    """An InService endpoint on its old config: SageMaker rolled the update back."""
+    if endpoint["EndpointConfigName"] != config_name:
+        reason = endpoint.get("FailureReason") or "an alarm tripped or the new fleet failed"
+        raise AwsError(
+            f"endpoint {ctx.names.endpoint} rolled back to {endpoint['EndpointConfigName']}: "
+            f"{reason}"
+        )
+
+
+def _pick(flag: Any, setting: Any) -> Any:
+    """A flag when given (not None), else the config's setting."""
+    return setting if flag is None else flag
+
+
+def make_plan(ctx: Ctx, opts: DeployOptions) -> Plan:
+    """Flags over the config file; every value checked (ConfigError, one line)."""
+    cfg, al = ctx.config["deploy"], ctx.config["alarms"]
+    rollout = Rollout(
+        _pick(opts.canary_percent, cfg["canary_percent"]),
+        _pick(opts.bake_minutes, cfg["bake_minutes"]),
+    )
+    thresholds = Thresholds(
+        _pick(opts.error_rate, al["error_rate"]),
+        _pick(opts.latency_ms, al["latency_ms"]),
+        al["minutes"],
+    )
+    check_rollout(rollout)
+    check_thresholds(thresholds)
+    if _pick(opts.serverless, cfg["serverless"]):
+        if opts.instance_type is not None or opts.instance_count is not None:
+            raise ConfigError(
+                "a serverless deploy (--serverless, deploy.serverless) takes no --instance-type "
+                "or --instance-count"
+            )
+        config = _serverless_config(
+            _pick(opts.memory_mb, cfg["memory_mb"]),
+            _pick(opts.max_concurrency, cfg["max_concurrency"]),
+        )
+        return Plan(True, {"ServerlessConfig": config}, 0, rollout, thresholds)
+    count = _pick(opts.instance_count, cfg["instance_count"])
+    if count < 1:
+        raise ConfigError(
+            "instance count (--instance-count, deploy.instance_count) must be 1 or more, "
+            f"got {count}"
+        )
+    instances = {
+        "InitialInstanceCount": count,
+        "InstanceType": _pick(opts.instance_type, cfg["instance_type"]),
+    }
+    return Plan(False, instances, count, rollout, thresholds)
+
+
+def _serverless_config(memory_mb: int, concurrency: int) -> dict[str, int]:
+    if memory_mb not in SERVERLESS_MEMORY_MB:
+        sizes = ", ".join(map(str, SERVERLESS_MEMORY_MB))
+        raise ConfigError(
+            f"serverless memory (--memory-mb, deploy.memory_mb) must be one of {sizes} MB, "
+            f"got {memory_mb}"
+        )
+    if not 1 <= concurrency <= MAX_SERVERLESS_CONCURRENCY:
+        raise ConfigError(
+            "serverless max concurrency (--max-concurrency, deploy.max_concurrency) must be "
+            f"from 1 to {MAX_SERVERLESS_CONCURRENCY}, got {concurrency}"
+        )
+    return {"MemorySizeInMB": memory_mb, "MaxConcurrency": concurrency}
+
+
+def _ensure_model(ctx: Ctx, opts: DeployOptions, isolated: bool) -> str:
     workers = settings.MODEL_SERVER_WORKERS
     model = {
         "PrimaryContainer": {
@@ -55,7 +174,9 @@ def _ensure_model(ctx: Ctx, opts: DeployOptions) -> str:
             "Environment": {workers: settings.SERVE_ENV[workers].default},
         },
         "ExecutionRoleArn": ctx.role_arn(ctx.names.sagemaker_role),
-        "EnableNetworkIsolation": True,
+        # The container needs no network (model load never touches it), but serverless
+        # endpoints do not support network isolation: they get a model without it.
+        "EnableNetworkIsolation": isolated,
     }
     name = f"{ctx.names.name}-{digest(model)}"
     if ctx.find("sagemaker", "describe_model", ModelName=name):
@@ -66,16 +187,8 @@ def _ensure_model(ctx: Ctx, opts: DeployOptions) -> str:
     return name
 
 
-def _ensure_endpoint_config(ctx: Ctx, model_name: str, instance_type: str | None) -> str:
-    cfg = ctx.config["deploy"]
-    variants = [
-        {
-            "VariantName": VARIANT,
-            "ModelName": model_name,
-            "InitialInstanceCount": cfg["instance_count"],
-            "InstanceType": instance_type or cfg["instance_type"],
-        }
-    ]
+def _ensure_endpoint_config(ctx: Ctx, model_name: str, plan: Plan) -> str:
+    variants = [{"VariantName": VARIANT, "ModelName": model_name, **plan.capacity}]
     name = f"{ctx.names.name}-{digest(variants)}"
     if ctx.find("sagemaker", "describe_endpoint_config", EndpointConfigName=name):
         ctx.say(f"endpoint config {name} unchanged")
@@ -85,14 +198,17 @@ def _ensure_endpoint_config(ctx: Ctx, model_name: str, instance_type: str | None
             "create_endpoint_config",
             EndpointConfigName=name,
             ProductionVariants=variants,
+            Tags=ctx.names.tags,  # `aws down` deletes only configs with N's tag
         )
         ctx.say(f"created endpoint config {name}")
     return name
 
 
-def _ensure_endpoint(ctx: Ctx, config_name: str) -> None:
+def _ensure_endpoint(
+    ctx: Ctx, endpoint: dict[str, Any] | None, config_name: str, plan: Plan, alarms: list[str]
+) -> bool:
+    """Create, update or leave the endpoint (as DescribeEndpoint found it); True on an update."""
     n = ctx.names
-    endpoint = ctx.find("sagemaker", "describe_endpoint", EndpointName=n.endpoint)
     if endpoint is None:
         ctx.write(
             "sagemaker",
@@ -102,25 +218,65 @@ def _ensure_endpoint(ctx: Ctx, config_name: str) -> None:
             Tags=n.tags,
         )
         ctx.say(f"created endpoint {n.endpoint}")
-    elif endpoint["EndpointConfigName"] != config_name:
-        ctx.write(
-            "sagemaker", "update_endpoint", EndpointName=n.endpoint, EndpointConfigName=config_name
-        )
-        ctx.say(f"updated endpoint {n.endpoint} to {config_name}")
-    else:
+        if ctx.dry_run:  # a dry run reads nothing: show the request of a redeploy too
+            ctx.say(f"or, when endpoint {n.endpoint} is live with another config:")
+            _update(ctx, config_name, plan, alarms, from_serverless=False)
+        return False
+    if endpoint["EndpointConfigName"] == config_name:
         ctx.say(f"endpoint {n.endpoint} unchanged")
+        return False
+    _check_updatable(ctx, endpoint)
+    _update(ctx, config_name, plan, alarms, from_serverless=is_serverless(endpoint))
+    return True
 
 
-def wait_in_service(ctx: Ctx, timeout_s: float) -> None:
+def is_serverless(endpoint: dict[str, Any]) -> bool:
+    """Whether a DescribeEndpoint answer is a serverless endpoint's."""
+    variants = endpoint.get("ProductionVariants") or []
+    return any("CurrentServerlessConfig" in v or "DesiredServerlessConfig" in v for v in variants)
+
+
+def _check_updatable(ctx: Ctx, endpoint: dict[str, Any]) -> None:
+    name, status = ctx.names.endpoint, endpoint["EndpointStatus"]
+    if status == "Failed":
+        raise AwsError(
+            f"endpoint {name} is Failed ({endpoint.get('FailureReason', 'no reason given')}): "
+            "delete it, then deploy again"
+        )
+    if status != "InService":
+        raise AwsError(f"endpoint {name} is {status}: deploy again once it is InService")
+
+
+def _update(
+    ctx: Ctx, config_name: str, plan: Plan, alarms: list[str], from_serverless: bool
+) -> None:
+    n = ctx.names
+    params: dict[str, Any] = {"EndpointName": n.endpoint, "EndpointConfigName": config_name}
+    if plan.serverless or from_serverless:
+        # Canary and alarm rollback shift traffic between instance fleets; a serverless
+        # endpoint has none and takes SageMaker's default update.
+        how = "all at once (serverless: no canary, no rollback on alarms)"
+    else:
+        params["DeploymentConfig"] = deployment_config(plan.rollout, plan.instance_count, alarms)
+        how = describe(plan.rollout, plan.instance_count, alarms)
+    ctx.write("sagemaker", "update_endpoint", **params)
+    ctx.say(f"updating endpoint {n.endpoint} to {config_name}: {how}")
+
+
+def wait_in_service(ctx: Ctx, timeout_s: float) -> dict[str, Any]:
+    """Poll until InService (its DescribeEndpoint answer), a failed state or the deadline."""
     deadline = time.monotonic() + timeout_s
     while True:
         endpoint = ctx.read("sagemaker", "describe_endpoint", EndpointName=ctx.names.endpoint)
         status = endpoint["EndpointStatus"]
         if status == "InService":
             ctx.say(f"endpoint {ctx.names.endpoint} InService")
-            return
-        if status == "Failed" or time.monotonic() > deadline:
-            raise AwsError(f"endpoint {ctx.names.endpoint} is {status}")
+            return endpoint
+        if status in FAILED or time.monotonic() > deadline:
+            reason = endpoint.get("FailureReason")
+            raise AwsError(
+                f"endpoint {ctx.names.endpoint} is {status}" + (f": {reason}" if reason else "")
+            )
         time.sleep(min(30, max(1, timeout_s / 60)))
 
 
@@ -134,6 +290,13 @@ def scaling_target(ctx: Ctx) -> dict[str, str]:
 
 
 def cmd_autoscale(ctx: Ctx, opts: ScaleOptions) -> None:
+    endpoint = ctx.find("sagemaker", "describe_endpoint", EndpointName=ctx.names.endpoint)
+    if endpoint is not None and is_serverless(endpoint):
+        raise ConfigError(
+            f"endpoint {ctx.names.endpoint} is serverless: SageMaker scales it by itself up to "
+            "its max concurrency (aws deploy --serverless --max-concurrency C); autoscale is "
+            "for instance endpoints"
+        )
     cfg = ctx.config["autoscale"]
     pick = {k: cfg[k] if v is None else v for k, v in vars(opts).items()}
     _ensure_target(ctx, pick["min"], pick["max"])

@@ -1,5 +1,6 @@
 """`dogbreed aws lambda` and `dogbreed aws invoke`: the Lambda function in front of
-the endpoint, its published version behind alias 'live', and its concurrency.
+the endpoint, its published version behind alias 'live', its concurrency and its
+function URL (the front door a browser or HTTP client calls).
 
 A new version is published only when the code or configuration differs from what
 'live' runs, so a rerun changes nothing.
@@ -18,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from dogbreed.aws.context import Ctx
+from dogbreed.aws.endpoint import is_serverless
+from dogbreed.aws.policies import input_prefix
 from dogbreed.core.errors import AwsError, ConfigError
 
 ALIAS = "live"
 SOURCE = Path(__file__).parent / "lambda_function.py"
 HANDLER = "lambda_function.lambda_handler"
+SERVERLESS_MAX_BYTES = 4 * 1024 * 1024  # a serverless endpoint's payload limit
 # Keys of GetFunctionConfiguration that differ between versions of equal functions.
 PER_VERSION = (
     "Version",
@@ -33,6 +37,18 @@ PER_VERSION = (
     "LastUpdateStatus",
     "State",
 )
+# The two statements a public function URL needs (since October 2025 Lambda checks
+# both lambda:InvokeFunctionUrl and lambda:InvokeFunction for a URL call).
+PUBLIC_URL_PERMISSIONS = {
+    "FunctionURLAllowPublicAccess": {
+        "Action": "lambda:InvokeFunctionUrl",
+        "FunctionUrlAuthType": "NONE",
+    },
+    "FunctionURLInvokeAllowPublicAccess": {
+        "Action": "lambda:InvokeFunction",
+        "InvokedViaFunctionUrl": True,
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,9 @@ class LambdaOptions:
     zip_path: Path | None = None
     reserved: int | None = None
     provisioned: int | None = None
+    allow_url_fetch: bool | None = None  # None: the config's lambda.allow_url_fetch (false)
+    public_url: bool = False  # True: a function URL anyone may call (AuthType NONE)
+    serverless: bool | None = None  # the endpoint's kind; None: DescribeEndpoint tells
 
 
 @dataclass(frozen=True)
@@ -60,11 +79,17 @@ def lambda_zip() -> bytes:
     return buf.getvalue()
 
 
-def cmd_lambda(ctx: Ctx, opts: LambdaOptions) -> None:
+def cmd_lambda(ctx: Ctx, opts: LambdaOptions) -> str | None:
+    """Function, version, alias, concurrency and function URL; the URL (None in a dry run)."""
     cfg = ctx.config["lambda"]
     zip_bytes = _read_file(opts.zip_path, "--zip") if opts.zip_path else lambda_zip()
     sha = base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
-    _ensure_function(ctx, zip_bytes, sha)
+    serverless = opts.serverless
+    if serverless is None:
+        endpoint = ctx.find("sagemaker", "describe_endpoint", EndpointName=ctx.names.endpoint)
+        serverless = endpoint is not None and is_serverless(endpoint)
+    settings = function_settings(ctx, opts.allow_url_fetch, serverless)
+    _ensure_function(ctx, zip_bytes, sha, settings)
     _wait_function(ctx)
     _publish_and_alias(ctx, sha)
     _concurrency(
@@ -72,11 +97,21 @@ def cmd_lambda(ctx: Ctx, opts: LambdaOptions) -> None:
         cfg["reserved"] if opts.reserved is None else opts.reserved,
         cfg["provisioned"] if opts.provisioned is None else opts.provisioned,
     )
+    return ensure_function_url(ctx, opts.public_url)
 
 
-def function_settings(ctx: Ctx) -> dict[str, Any]:
-    """The function's configuration (what CreateFunction and UpdateFunctionConfiguration take)."""
+def function_settings(
+    ctx: Ctx, allow_url_fetch: bool | None = None, serverless: bool = False
+) -> dict[str, Any]:
+    """The function's configuration (what CreateFunction and UpdateFunctionConfiguration take);
+    `serverless`: the endpoint is, and takes payloads up to 4 MB only."""
     n, cfg = ctx.names, ctx.config["lambda"]
+    fetch = cfg["allow_url_fetch"] if allow_url_fetch is None else allow_url_fetch
+    variables = {"ENDPOINT_NAME": n.endpoint, "ALLOW_URL_FETCH": "true" if fetch else "false"}
+    if cfg["s3_input"]:
+        variables["S3_PREFIX"] = s3_input_prefix(cfg["s3_input"])
+    if serverless:  # larger images would reach the endpoint only to be refused there
+        variables["MAX_IMAGE_BYTES"] = str(SERVERLESS_MAX_BYTES)
     return {
         "Runtime": cfg["runtime"],
         "Role": ctx.role_arn(n.lambda_role),
@@ -84,17 +119,18 @@ def function_settings(ctx: Ctx) -> dict[str, Any]:
         "Timeout": cfg["timeout_s"],
         "MemorySize": cfg["memory_mb"],
         # Read by lambda_function.py (standalone: it does not import this package).
-        "Environment": {
-            "Variables": {
-                "ENDPOINT_NAME": n.endpoint,
-                "ALLOW_URL_FETCH": "true" if cfg["allow_url_fetch"] else "false",
-            }
-        },
+        "Environment": {"Variables": variables},
     }
 
 
-def _ensure_function(ctx: Ctx, zip_bytes: bytes, sha: str) -> None:
-    n, settings = ctx.names, function_settings(ctx)
+def s3_input_prefix(uri: str) -> str:
+    """lambda.s3_input as the function's S3_PREFIX, s3://bucket/prefix/ (a whole bucket is
+    refused: policies.input_prefix)."""
+    return input_prefix(uri, "lambda.s3_input")
+
+
+def _ensure_function(ctx: Ctx, zip_bytes: bytes, sha: str, settings: dict[str, Any]) -> None:
+    n = ctx.names
     current = ctx.find("lambda", "get_function", FunctionName=n.function)
     if current is None:
         ctx.write(
@@ -120,8 +156,10 @@ def _ensure_function(ctx: Ctx, zip_bytes: bytes, sha: str) -> None:
 def _wait_function(ctx: Ctx, timeout_s: float = 120) -> None:
     """Until the function is neither Pending nor updating."""
     deadline = time.monotonic() + timeout_s
-    while not ctx.dry_run:
+    while True:
         conf = ctx.read("lambda", "get_function_configuration", FunctionName=ctx.names.function)
+        if conf is None:  # a dry run: the read recorded, nothing to wait for
+            return
         if (
             conf.get("State", "Active") != "Pending"
             and conf.get("LastUpdateStatus", "Successful") != "InProgress"
@@ -135,6 +173,9 @@ def _wait_function(ctx: Ctx, timeout_s: float = 120) -> None:
 def _publish_and_alias(ctx: Ctx, sha: str) -> None:
     n = ctx.names
     alias = ctx.find("lambda", "get_alias", FunctionName=n.function, Name=ALIAS)
+    # A rerun compares what 'live' runs with $LATEST: a dry run records those reads too.
+    ctx.would_read("lambda", "get_function_configuration", FunctionName=n.function, Qualifier="1")
+    ctx.would_read("lambda", "get_function_configuration", FunctionName=n.function)
     if alias is not None and _live_is_current(ctx, alias["FunctionVersion"], sha):
         ctx.say(f"alias {ALIAS} -> version {alias['FunctionVersion']} unchanged")
         return
@@ -182,6 +223,54 @@ def _concurrency(ctx: Ctx, reserved: int, provisioned: int) -> None:
             "lambda", "put_provisioned_concurrency_config", **provisioned_request(ctx, provisioned)
         )
         ctx.say(f"provisioned concurrency of {n.function}:{ALIAS}: {provisioned}")
+
+
+# ---- the front door: a function URL on 'live' ----------------------------------------------
+
+
+def find_function_url(ctx: Ctx) -> dict[str, Any] | None:
+    """GetFunctionUrlConfig of alias 'live' (FunctionUrl, AuthType ...); None when it has none."""
+    return ctx.find(
+        "lambda", "get_function_url_config", FunctionName=ctx.names.function, Qualifier=ALIAS
+    )
+
+
+def ensure_function_url(ctx: Ctx, public: bool = False) -> str | None:
+    """A function URL on 'live': AWS_IAM (signed requests only) unless `public`; its URL."""
+    auth, function = ("NONE" if public else "AWS_IAM"), ctx.names.function
+    if public:
+        ctx.say(
+            "warning: a public function URL: anyone who has it can call the endpoint, at your cost"
+        )
+    found = find_function_url(ctx)
+    request = {"FunctionName": function, "Qualifier": ALIAS, "AuthType": auth}
+    if found is None:
+        found = ctx.write("lambda", "create_function_url_config", **request)
+        ctx.say(f"created function URL of {function}:{ALIAS} (auth {auth})")
+    elif found.get("AuthType") != auth:
+        found = ctx.write("lambda", "update_function_url_config", **request)
+        ctx.say(f"function URL of {function}:{ALIAS}: auth {auth}")
+    else:
+        ctx.say(f"function URL of {function}:{ALIAS} (auth {auth}) unchanged")
+    _url_permissions(ctx, public)
+    url = found.get("FunctionUrl")  # a dry run creates none
+    if url:
+        ctx.say(f"front door: {url}")
+    return url
+
+
+def _url_permissions(ctx: Ctx, public: bool) -> None:
+    """The public statements on 'live' exactly when the URL is public (removed otherwise)."""
+    where = {"FunctionName": ctx.names.function, "Qualifier": ALIAS}
+    policy = ctx.find("lambda", "get_policy", **where)
+    sids = {s.get("Sid") for s in json.loads(policy["Policy"])["Statement"]} if policy else set()
+    for sid, grant in PUBLIC_URL_PERMISSIONS.items():
+        if public and sid not in sids:
+            ctx.write("lambda", "add_permission", **where, StatementId=sid, Principal="*", **grant)
+            ctx.say(f"granted {grant['Action']} to anyone through the function URL")
+        elif not public and sid in sids:
+            ctx.write("lambda", "remove_permission", **where, StatementId=sid)
+            ctx.say(f"revoked the public {grant['Action']} grant")
 
 
 # ---- invoke ---------------------------------------------------------------------------------

@@ -3,23 +3,30 @@
 Standard library + boto3 only (the zip is this one file). Input, direct invoke:
     {"image_base64": "..."} | {"s3_uri": "s3://bucket/key"} | {"url": "https://..."}
 plus optional "top_k"; or an API Gateway / function URL proxy event whose body
-is the image (base64-encoded by the gateway) or such a JSON document.
+is the image (base64-encoded by the gateway) or such a JSON document. A proxy
+GET answers a small HTML page that posts a photo back to the same URL.
 Output: {"breed", "index", "score", "top_k"}; proxy events get statusCode,
-JSON headers and a JSON body. Errors: 400 bad input, 413 too large, 502
-endpoint failure, 504 endpoint timeout, each {"error": message}.
+JSON headers and a JSON body. Errors: 400 bad input, 403 an s3_uri outside the
+allowed prefix, 413 too large, 502 endpoint failure, 504 endpoint timeout, each
+{"error": message}.
 
-Configuration (environment): ENDPOINT_NAME (required), ALLOW_URL_FETCH
-("true"), MAX_IMAGE_BYTES (6 MB), URL_TIMEOUT_S (5), ENDPOINT_TIMEOUT_S (20).
+Configuration (environment): ENDPOINT_NAME (required), ALLOW_URL_FETCH ("true"
+turns URL fetching on; off otherwise), S3_PREFIX (s3://bucket/prefix/: where
+s3_uri may read; unset, s3_uri is refused), MAX_IMAGE_BYTES (6 MB), URL_TIMEOUT_S
+(5: one deadline for a whole fetch, redirects included), ENDPOINT_TIMEOUT_S (20).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import concurrent.futures
 import contextlib
+import hashlib
 import http.client
 import ipaddress
 import json
+import logging
 import os
 import socket
 import ssl
@@ -30,7 +37,23 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
 
+log = logging.getLogger("dogbreed.lambda")
 _clients: dict[str, object] = {}
+
+HTTPS_PORT = 443  # the only port fetched (tests aim it at a loopback server)
+CA_FILE: str | None = None  # None: the system's trust store (tests trust their own)
+MAX_REDIRECTS = 3
+FETCH_FAILED = "cannot fetch the URL"  # one message: the cause goes to the log only
+_REDIRECTS = (301, 302, 303, 307, 308)
+# A failed fetch: network or TLS error or timeout (OSError), a malformed answer, a lookup
+# abandoned at the deadline (no OSError before Python 3.11), a name the resolver refuses.
+FETCH_ERRORS = (OSError, http.client.HTTPException, concurrent.futures.TimeoutError, ValueError)
+# IPv6 ranges that carry an IPv4 address in their last 32 bits (NAT64, IPv4-compatible):
+# judged as that IPv4 address, like IPv4-mapped and 6to4 ones.
+_V4_IN_LAST_32 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::/96"))
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: site-local by definition
+# getaddrinfo has no timeout of its own: a thread lets a lookup be abandoned at the deadline.
+_resolver = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="resolve")
 
 
 class RequestError(Exception):
@@ -59,7 +82,7 @@ def _client(service: str):
     return _clients[service]
 
 
-# ---- input -------------------------------------------------------------------------------
+# ---- input: base64 and S3 -----------------------------------------------------------------
 
 
 def _b64(text: object, field: str) -> bytes:
@@ -73,10 +96,34 @@ def _b64(text: object, field: str) -> bytes:
         raise RequestError(400, f"{field} is not valid base64") from None
 
 
-def _from_s3(uri: object) -> bytes:
-    if not isinstance(uri, str) or not uri.startswith("s3://") or "/" not in uri[5:]:
+def s3_prefix() -> tuple[str, str] | None:
+    """(bucket, key prefix ending in '/') that s3_uri may read, from S3_PREFIX; None: unset."""
+    setting = _setting("S3_PREFIX", "").strip()
+    if not setting:
+        return None
+    bucket, _, prefix = setting.removeprefix("s3://").partition("/")
+    if not setting.startswith("s3://") or not bucket or not prefix.strip("/"):
+        # A whole bucket is refused: the function would read anything its role can reach.
+        raise ValueError(f"S3_PREFIX {setting!r} must be s3://bucket/prefix/, not a whole bucket")
+    return bucket, prefix.strip("/") + "/"
+
+
+def _s3_location(uri: object) -> tuple[str, str]:
+    """(bucket, key) of an s3_uri inside S3_PREFIX, or the client's mistake as a RequestError."""
+    bucket, _, key = uri[5:].partition("/") if isinstance(uri, str) else ("", "", "")
+    if not str(uri).startswith("s3://") or not bucket or not key:  # s3:///key, s3://bucket
         raise RequestError(400, "s3_uri must look like s3://bucket/key")
-    bucket, key = uri[5:].split("/", 1)
+    allowed = s3_prefix()
+    if allowed is None:
+        raise RequestError(400, "s3_uri is switched off (no S3 input prefix); send image_base64")
+    inside = bucket == allowed[0] and key.startswith(allowed[1])
+    if not inside or {".", ".."} & set(key.split("/")):
+        raise RequestError(403, f"s3_uri must be under s3://{allowed[0]}/{allowed[1]}")
+    return bucket, key
+
+
+def _from_s3(uri: object) -> bytes:
+    bucket, key = _s3_location(uri)
     try:
         obj = _client("s3").get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
@@ -87,66 +134,139 @@ def _from_s3(uri: object) -> bytes:
     return obj["Body"].read(_max_bytes() + 1)
 
 
-def _public_addresses(host: str) -> list[str]:
-    """The host's addresses, refusing any private, loopback, link-local or reserved one."""
+# ---- input: URL fetch, under one deadline ------------------------------------------------
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the fetch deadline passed")
+    return left
+
+
+def _check_url(url: object) -> tuple[str, str]:
+    """(ASCII host name, path and query) of an https URL; a 400 names the client's mistake."""
+    if not isinstance(url, str):
+        raise RequestError(400, "url must be a string")
     try:
-        infos = socket.getaddrinfo(host, 443, proto=socket.IPPROTO_TCP)
-    except OSError:
-        raise RequestError(400, f"cannot resolve {host}") from None
-    addresses = sorted({info[4][0] for info in infos})
-    for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])
-        if not ip.is_global or ip.is_multicast:
-            raise RequestError(
-                400,
-                f"refusing to fetch from {host}: it resolves to a "
-                "private, loopback, link-local or reserved address",
-            )
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname, parts.port  # .port raises on a port out of range
+    except ValueError:
+        raise RequestError(400, "url is malformed") from None
+    if parts.scheme != "https" or not host:
+        raise RequestError(400, "only https:// URLs are fetched")
+    if port not in (None, 443):
+        raise RequestError(400, "only the standard https port is allowed")
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:  # an empty or over-long label, a character IDNA forbids
+        raise RequestError(400, "url has an invalid host name") from None
+    return ascii_host, urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+
+
+def is_public(address: str) -> bool:
+    """Whether an address is globally reachable; an IPv6 one carrying an IPv4 address
+    (IPv4-mapped, NAT64, IPv4-compatible, 6to4) is judged as the IPv4 address it reaches."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if ip.version == 6:
+        if ip in _LOCAL_NAT64:
+            return False
+        if any(ip in net for net in _V4_IN_LAST_32):
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        else:
+            ip = ip.ipv4_mapped or ip.sixtofour or ip
+    return ip.is_global and not ip.is_multicast
+
+
+def _public_addresses(host: str, deadline: float) -> list[str]:
+    """The host's addresses, IPv4 first; a 400 when any of them is not public."""
+    lookup = _resolver.submit(socket.getaddrinfo, host, HTTPS_PORT, type=socket.SOCK_STREAM)
+    infos = lookup.result(timeout=_remaining(deadline))
+    addresses = sorted({info[4][0] for info in infos}, key=lambda a: (":" in a, a))
+    if not addresses or not all(is_public(a) for a in addresses):
+        raise RequestError(400, f"refusing to fetch from {host}: not a public address")
     return addresses
 
 
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS to an address checked beforehand (no second DNS answer), TLS for the name."""
+class _DeadlineSocket(ssl.SSLSocket):
+    """TLS whose every read waits only until the fetch's deadline: a server that drips one
+    byte at a time cannot stretch a fetch, since each read's timeout shrinks."""
 
-    def __init__(self, host: str, address: str, timeout: float) -> None:
-        super().__init__(host, 443, timeout=timeout, context=ssl.create_default_context())
-        self._address = address
+    deadline = 0.0
 
-    def connect(self) -> None:
-        sock = socket.create_connection((self._address, 443), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+    def recv_into(self, *args, **kwargs) -> int:
+        self.settimeout(_remaining(self.deadline))
+        return super().recv_into(*args, **kwargs)
 
 
-def _from_url(url: object, redirects: int = 3) -> bytes:
-    if _setting("ALLOW_URL_FETCH", "true").lower() != "true":
-        raise RequestError(400, "fetching URLs is switched off; send image_base64 or s3_uri")
-    if not isinstance(url, str):
-        raise RequestError(400, "url must be a string")
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        raise RequestError(400, "only https:// URLs are fetched")
-    if parts.port not in (None, 443):
-        raise RequestError(400, "only the standard https port is allowed")
-    address = _public_addresses(parts.hostname)[0]
-    timeout = float(_setting("URL_TIMEOUT_S", "5"))
-    conn = _PinnedHTTPSConnection(parts.hostname, address, timeout)
-    path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+def _connect(
+    context: ssl.SSLContext, host: str, addresses: list[str], deadline: float
+) -> ssl.SSLSocket:
+    """TLS (for the name) to the first checked address that accepts, in turn: no second
+    DNS answer is ever used."""
+    error: OSError = ConnectionError("no address")
+    for address in addresses:
+        try:
+            raw = socket.create_connection((address, HTTPS_PORT), timeout=_remaining(deadline))
+            break
+        except OSError as exc:
+            error = exc
+    else:
+        raise error
+    try:
+        raw.settimeout(_remaining(deadline))  # the handshake's own limit
+        tls = context.wrap_socket(raw, server_hostname=host)
+    except OSError:
+        raw.close()
+        raise
+    tls.deadline = deadline
+    return tls
+
+
+def _get(host: str, path: str, deadline: float) -> tuple[int, str, bytes]:
+    """(status, Location, body up to the size limit + 1) of one GET."""
+    context = ssl.create_default_context(cafile=CA_FILE)
+    context.sslsocket_class = _DeadlineSocket
+    conn = http.client.HTTPSConnection(host, HTTPS_PORT, context=context)
+    conn.sock = _connect(context, host, _public_addresses(host, deadline), deadline)
     try:
         conn.request("GET", path, headers={"User-Agent": "dogbreed-lambda", "Accept": "image/*"})
         response = conn.getresponse()
-        if response.status in (301, 302, 303, 307, 308):
-            location = response.getheader("Location", "")
-            if redirects == 0:
-                raise RequestError(400, "too many redirects")
-            return _from_url(urllib.parse.urljoin(url, location), redirects - 1)
         if response.status != 200:
-            raise RequestError(400, f"{parts.hostname} answered HTTP {response.status}")
-        data = response.read(_max_bytes() + 1)
-    except (OSError, http.client.HTTPException) as exc:
-        raise RequestError(400, f"cannot fetch the URL: {exc.__class__.__name__}") from None
+            return response.status, response.getheader("Location", ""), b""
+        chunks, size = [], 0
+        while size <= _max_bytes():
+            chunk = response.read1(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return 200, "", b"".join(chunks)
     finally:
         conn.close()
-    return data
+
+
+def _from_url(url: object) -> bytes:
+    if _setting("ALLOW_URL_FETCH", "false").lower() != "true":
+        raise RequestError(400, "fetching URLs is switched off; send image_base64 or s3_uri")
+    deadline = time.monotonic() + float(_setting("URL_TIMEOUT_S", "5"))
+    for _ in range(MAX_REDIRECTS + 1):
+        host, path = _check_url(url)
+        try:
+            status, location, data = _get(host, path, deadline)
+        except FETCH_ERRORS as exc:
+            log.warning("URL fetch from %s failed: %s", host, type(exc).__name__)
+            raise RequestError(400, FETCH_FAILED) from None
+        if status == 200:
+            return data
+        if status not in _REDIRECTS:
+            break
+        url = urllib.parse.urljoin(url, location)  # checked again at the loop's top
+    log.warning("URL fetch from %s ended with HTTP %s", host, status)  # or too many redirects
+    raise RequestError(400, FETCH_FAILED)
+
+
+# ---- request parsing ------------------------------------------------------------------------
 
 
 def _parse_json(doc: object) -> tuple[bytes, int | None, str]:
@@ -168,6 +288,12 @@ def is_proxy_event(event: object) -> bool:
     return isinstance(event, dict) and ("requestContext" in event or "httpMethod" in event)
 
 
+def _method(event: dict) -> str:
+    """The HTTP method of a proxy event: payload 2.0 (function URL, HTTP API) or 1.0 (REST)."""
+    http_context = (event.get("requestContext") or {}).get("http") or {}
+    return str(http_context.get("method") or event.get("httpMethod") or "POST").upper()
+
+
 def _parse_proxy(event: dict) -> tuple[bytes, int | None, str]:
     body = event.get("body") or ""
     headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
@@ -179,7 +305,7 @@ def _parse_proxy(event: dict) -> tuple[bytes, int | None, str]:
         body = raw.decode("utf-8", errors="replace")
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a deeply nested document
         raise RequestError(
             400, "body must be an image (base64-encoded by the gateway) or a JSON object"
         ) from None
@@ -210,11 +336,8 @@ def _invoke(image: bytes, top_k: int | None) -> dict:
         raise RequestError(504, "the endpoint did not answer in time") from None
     except ClientError as exc:
         original = exc.response.get("OriginalStatusCode")
-        if exc.response.get("Error", {}).get("Code") == "ModelError" and original in (
-            400,
-            413,
-            415,
-        ):
+        model_error = exc.response.get("Error", {}).get("Code") == "ModelError"
+        if model_error and original in (400, 413, 415):
             message = exc.response.get("OriginalMessage", "")
             with contextlib.suppress(ValueError, AttributeError):
                 message = json.loads(message).get("error", message)
@@ -223,47 +346,101 @@ def _invoke(image: bytes, top_k: int | None) -> dict:
     except BotoCoreError:
         raise RequestError(502, "the endpoint could not be reached") from None
     answer = json.loads(response["Body"].read())
-    return {
-        "breed": answer["label"],
-        "index": answer["index"],
-        "score": answer["score"],
-        "top_k": answer["top_k"],
+    return {"breed": answer["label"], **{k: answer[k] for k in ("index", "score", "top_k")}}
+
+
+# ---- the page a browser gets on GET ---------------------------------------------------------
+
+_STYLE = (
+    "body{font:16px system-ui,sans-serif;max-width:36em;margin:2em auto;padding:0 1em}"
+    "label{display:block;border:2px dashed #888;border-radius:8px;padding:2em;text-align:center}"
+    "label.over{background:#eef}img{max-width:100%;margin-top:1em}li{margin:.2em 0}"
+)
+# The photo goes as the raw body (the gateway base64-encodes it); answers render as text.
+_SCRIPT = """
+const $ = (id) => document.getElementById(id), say = (t) => { $("status").textContent = t; };
+async function classify(file) {
+  if (!file) return;
+  $("photo").src = URL.createObjectURL(file);
+  $("top").replaceChildren(); $("breed").textContent = ""; say("Classifying " + file.name);
+  try {
+    const headers = {"Content-Type": file.type || "application/octet-stream"};
+    const r = await fetch(location.href, {method: "POST", body: file, headers});
+    const a = await r.json().catch(() => ({}));
+    if (!r.ok || !a.breed) throw new Error(a.error || "HTTP " + r.status);
+    say(""); $("breed").textContent = a.breed;
+    for (const t of a.top_k) {
+      const li = document.createElement("li");
+      li.textContent = t.label + ": " + (100 * t.score).toFixed(1) + "%";
+      $("top").append(li);
     }
+  } catch (e) { say("Error: " + e.message); }
+}
+const hover = (on) => { $("drop").className = on ? "over" : ""; };
+$("file").onchange = (e) => classify(e.target.files[0]);
+document.ondragover = (e) => { e.preventDefault(); hover(true); };
+document.ondragleave = () => hover(false);
+document.ondrop = (e) => { e.preventDefault(); hover(false); classify(e.dataTransfer.files[0]); };
+"""
+PAGE = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>Which dog breed?</title><style>{_STYLE}</style></head>
+<body><h1>Which dog breed?</h1>
+<label id="drop">Choose or drop a photo <input id="file" type="file" accept="image/*"></label>
+<p id="status" role="status"></p><h2 id="breed"></h2><ol id="top"></ol><img id="photo" alt="">
+<script>{_SCRIPT}</script></body></html>
+"""
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+# Only this page's own script and style run; it talks to its own origin only.
+CSP = (
+    f"default-src 'none'; script-src {_sha256(_SCRIPT)}; style-src {_sha256(_STYLE)}; "
+    "img-src blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+
+
+def _proxy_answer(status: int, body: str, headers: dict[str, str]) -> dict:
+    headers = {**headers, "X-Content-Type-Options": "nosniff"}
+    return {"statusCode": status, "headers": headers, "body": body, "isBase64Encoded": False}
+
+
+def _page() -> dict:
+    html = {"Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": CSP}
+    return _proxy_answer(200, PAGE, {**html, "Referrer-Policy": "no-referrer"})
 
 
 # ---- handler ------------------------------------------------------------------------------
 
 
 def lambda_handler(event: dict, context: object) -> dict:
-    start = time.monotonic()
     proxy = is_proxy_event(event)
-    source, size = "unknown", 0
+    if proxy and _method(event) == "GET":
+        return _page()
+    start = time.monotonic()
+    source, size, error_type = "unknown", 0, None
     try:
         image, top_k, source = _parse_proxy(event) if proxy else _parse_json(event)
         size = len(image)
         status, body = 200, _invoke(image, top_k)
     except RequestError as exc:
         status, body = exc.status, {"error": exc.message}
-    except Exception:  # never leak internals: log the type, answer a generic 502
+    except Exception as exc:  # never leak internals: log the type, answer a generic 502
+        error_type = type(exc).__name__
+        log.exception("unexpected %s", error_type)
         status, body = 502, {"error": "internal error"}
-    print(
-        json.dumps(
-            {
-                "request_id": getattr(context, "aws_request_id", None),
-                "status": status,
-                "source": source,
-                "bytes": size,
-                "ms": round((time.monotonic() - start) * 1000, 1),
-                "breed": body.get("breed"),
-                "error": body.get("error"),
-            }
-        )
-    )
+    record = {"request_id": getattr(context, "aws_request_id", None), "status": status}
+    record.update(source=source, bytes=size, ms=round((time.monotonic() - start) * 1000, 1))
+    record.update(breed=body.get("breed"), error=body.get("error"), error_type=error_type)
+    print(json.dumps(record))
     if proxy:
-        return {
-            "statusCode": status,
-            "headers": {"Content-Type": "application/json"},
-            "body": json.dumps(body),
-            "isBase64Encoded": False,
-        }
+        return _proxy_answer(status, json.dumps(body), {"Content-Type": "application/json"})
     return body if status == 200 else {**body, "statusCode": status}
+
+
+s3_prefix()  # a malformed or whole-bucket S3_PREFIX fails the cold start, not each request

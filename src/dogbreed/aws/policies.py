@@ -1,9 +1,11 @@
-"""Least-privilege IAM documents for the two roles a deployment needs.
+"""Least-privilege IAM documents of the two roles a deployment runs as.
 
-No `*` action and no AWS-managed FullAccess policy: the SageMaker execution role
-reads the data prefix, writes the output and checkpoint prefixes, pulls the two
-ECR repositories and writes its logs and metrics; the Lambda role writes its own
-log group and invokes exactly one endpoint.
+No `*` action and no AWS-managed FullAccess policy. The SageMaker execution role
+reads the data prefix, writes N's own output and checkpoint prefixes (so one
+deployment's job cannot overwrite another's), pulls the two ECR repositories and
+writes the logs of N's jobs and endpoint; the Lambda role writes its own log group
+and invokes exactly one endpoint. Each role trusts its service only when the
+service acts for this account. The operator's policy is in operator_policy.py.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from typing import Any
 from dogbreed.core.errors import ConfigError
 
 VERSION = "2012-10-17"
+# training.py names tuning jobs N[:23]-<digest> (32 characters at most), and models,
+# endpoint configs and training jobs N-<digest> with config.digest's 8 hex digits.
+TUNING_NAME_CHARS = 23
+DIGEST = "?" * 8  # IAM's `?` matches one character: N-???????? is not N-v2-????????
 
 
 def split_s3(uri: str, setting: str = "S3 URI") -> tuple[str, str]:
@@ -24,7 +30,32 @@ def split_s3(uri: str, setting: str = "S3 URI") -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def trust_policy(service: str) -> dict[str, Any]:
+def input_prefix(uri: str, setting: str = "lambda.s3_input") -> str:
+    """The prefix `s3_uri` may read, as s3://bucket/prefix/; a whole bucket is refused,
+    since `s3_uri` could then name any object the role reads there."""
+    bucket, prefix = split_s3(uri, setting)
+    if not prefix:
+        raise ConfigError(
+            f"{setting} {uri!r} is a whole bucket: give a prefix, e.g. s3://{bucket}/uploads/"
+        )
+    return f"s3://{bucket}/{prefix}/"
+
+
+def deployment_uri(uri: str, name: str) -> str:
+    """N's own prefix below a shared location: ('s3://b/output', 'dogs') -> 's3://b/output/dogs'.
+
+    Training jobs write there and the execution role may write nowhere else."""
+    return f"{uri.rstrip('/')}/{name}"
+
+
+# ---- trust ----------------------------------------------------------------------------------
+
+
+def trust_policy(service: str, account: str, source_arn: str | None = None) -> dict[str, Any]:
+    """`service` may assume the role only when acting for `account` (and `source_arn`)."""
+    condition: dict[str, Any] = {"StringEquals": {"aws:SourceAccount": account}}
+    if source_arn:
+        condition["ArnLike"] = {"aws:SourceArn": source_arn}
     return {
         "Version": VERSION,
         "Statement": [
@@ -32,12 +63,31 @@ def trust_policy(service: str) -> dict[str, Any]:
                 "Effect": "Allow",
                 "Principal": {"Service": f"{service}.amazonaws.com"},
                 "Action": "sts:AssumeRole",
+                "Condition": condition,
             }
         ],
     }
 
 
-def _objects(uri: str) -> str:
+def sagemaker_trust(region: str, account: str) -> dict[str, Any]:
+    # SageMaker's confused-deputy guidance: aws:SourceArn with a wildcard for the parts
+    # not known in advance. Training jobs, the training jobs of a tuning job and the
+    # endpoint's model assume this role, each with its own ARN: all SageMaker resources
+    # of this account and region.
+    return trust_policy("sagemaker", account, f"arn:aws:sagemaker:{region}:{account}:*")
+
+
+def lambda_trust(account: str) -> dict[str, Any]:
+    # aws:SourceAccount only: Lambda documents aws:SourceArn for policies whose target is
+    # the function, not for assuming its execution role, and a condition on a key the
+    # request lacks denies, which would stop the function from ever running.
+    return trust_policy("lambda", account)
+
+
+# ---- the SageMaker execution role -----------------------------------------------------------
+
+
+def objects_arn(uri: str) -> str:
     bucket, prefix = split_s3(uri)
     return f"arn:aws:s3:::{bucket}/{prefix}/*" if prefix else f"arn:aws:s3:::{bucket}/*"
 
@@ -60,11 +110,48 @@ def _list(uris: list[str], sid: str) -> list[dict[str, Any]]:
     ]
 
 
+def job_name_patterns(name: str) -> list[str]:
+    """Names of N's training jobs, and of the training jobs N's tuning jobs start
+    (SageMaker names those <tuning job>-<index>-<id>), as IAM wildcards."""
+    return [f"{name}-{DIGEST}", f"{name[:TUNING_NAME_CHARS]}-{DIGEST}-*"]
+
+
+def _sagemaker_logs(region: str, account: str, name: str) -> list[dict[str, Any]]:
+    """CreateLogGroup and DescribeLogStreams on the two groups N's jobs and endpoint log
+    to; streams only N's: a job's are <job>/algo-<n>-<time>, the endpoint's <variant>/<id>."""
+    prefix = f"arn:aws:logs:{region}:{account}:log-group:/aws/sagemaker"
+    jobs, endpoint = f"{prefix}/TrainingJobs", f"{prefix}/Endpoints/{name}"
+    streams = [f"{jobs}:log-stream:{job}/*" for job in job_name_patterns(name)]
+    return [
+        {
+            "Sid": "OwnLogGroups",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogGroup", "logs:DescribeLogStreams"],
+            # Group actions are also checked against <group>:log-stream: (hence <group>:*).
+            "Resource": [jobs, f"{jobs}:*", endpoint, f"{endpoint}:*"],
+        },
+        {
+            "Sid": "OwnLogStreams",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": [*streams, f"{endpoint}:log-stream:*"],
+        },
+    ]
+
+
 def sagemaker_policy(
-    region: str, account: str, data: str, output: str, checkpoints: str, repositories: list[str]
+    region: str,
+    account: str,
+    name: str,
+    data: str,
+    output: str,
+    checkpoints: str,
+    repositories: list[str],
 ) -> dict[str, Any]:
+    """The execution role of N's jobs and endpoint; `output` and `checkpoints` are the
+    shared locations, N writes below them (deployment_uri)."""
+    own = [deployment_uri(output, name), deployment_uri(checkpoints, name)]
     repos = [f"arn:aws:ecr:{region}:{account}:repository/{r}" for r in repositories]
-    logs = f"arn:aws:logs:{region}:{account}:log-group:/aws/sagemaker/*"
     return {
         "Version": VERSION,
         "Statement": [
@@ -72,20 +159,18 @@ def sagemaker_policy(
                 "Sid": "ReadData",
                 "Effect": "Allow",
                 "Action": ["s3:GetObject"],
-                "Resource": [_objects(data)],
+                "Resource": [objects_arn(data)],
             },
+            # Get and Put only: SageMaker documents GetObject, PutObject and ListBucket as
+            # what CreateTrainingJob and CreateModel need (checkpoints are uploaded and
+            # downloaded, never deleted by it), and no command of ours deletes objects.
             {
-                "Sid": "WriteOutputAndCheckpoints",
+                "Sid": "WriteOwnOutputAndCheckpoints",
                 "Effect": "Allow",
-                "Action": [
-                    "s3:GetObject",
-                    "s3:PutObject",
-                    "s3:DeleteObject",
-                    "s3:AbortMultipartUpload",
-                ],
-                "Resource": [_objects(output), _objects(checkpoints)],
+                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": [objects_arn(uri) for uri in own],
             },
-            *_list([data, output, checkpoints], "ListPrefixes"),
+            *_list([data, *own], "ListPrefixes"),
             {
                 "Sid": "PullImages",
                 "Effect": "Allow",
@@ -103,17 +188,7 @@ def sagemaker_policy(
                 "Action": ["ecr:GetAuthorizationToken"],
                 "Resource": "*",
             },
-            {
-                "Sid": "Logs",
-                "Effect": "Allow",
-                "Action": [
-                    "logs:CreateLogGroup",
-                    "logs:CreateLogStream",
-                    "logs:DescribeLogStreams",
-                    "logs:PutLogEvents",
-                ],
-                "Resource": [logs, f"{logs}:*"],
-            },
+            *_sagemaker_logs(region, account, name),
             {
                 "Sid": "Metrics",
                 "Effect": "Allow",
@@ -123,6 +198,9 @@ def sagemaker_policy(
             },
         ],
     }
+
+
+# ---- the Lambda role ------------------------------------------------------------------------
 
 
 def endpoint_arn(region: str, account: str, endpoint: str) -> str:
@@ -155,12 +233,13 @@ def lambda_policy(
         },
     ]
     if s3_input:
+        input_prefix(s3_input)  # refused here too: `aws iam` grants no whole bucket
         statements.append(
             {
                 "Sid": "ReadInputImages",
                 "Effect": "Allow",
                 "Action": ["s3:GetObject"],
-                "Resource": _objects(s3_input),
+                "Resource": objects_arn(s3_input),
             }
         )
     return {"Version": VERSION, "Statement": statements}

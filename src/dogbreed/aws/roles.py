@@ -1,5 +1,12 @@
 """`dogbreed aws iam`: the SageMaker execution role and the Lambda role, each with
-its trust policy and one inline least-privilege policy (documents in policies.py)."""
+its trust policy and one inline least-privilege policy (documents in policies.py),
+and `--operator-policy`: what the person or CI role running the commands needs
+(operator_policy.py).
+
+A role is created tagged dogbreed:name=N. A same-named role without that tag is
+someone else's: `aws iam` refuses to rewrite its trust and permissions unless told
+to take it over (--adopt).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,33 @@ import json
 import urllib.parse
 from typing import Any
 
+from dogbreed.aws import operator_policy as operator
 from dogbreed.aws import policies
 from dogbreed.aws.context import Ctx
+from dogbreed.core.errors import ConfigError
 
 
-def cmd_iam(ctx: Ctx) -> None:
-    docs = role_policies(ctx)
-    ensure_role(ctx, ctx.names.sagemaker_role, "sagemaker", docs[ctx.names.sagemaker_role])
-    ensure_role(ctx, ctx.names.lambda_role, "lambda", docs[ctx.names.lambda_role])
+def cmd_iam(ctx: Ctx, adopt: bool = False) -> None:
+    docs, trusts = role_policies(ctx), role_trusts(ctx)
+    found = {role: ctx.find("iam", "get_role", RoleName=role) for role in trusts}
+    for current in found.values():  # refuse before changing anything
+        if current is not None:
+            _claim(ctx, current["Role"], adopt)
+    for role, (service, trust) in trusts.items():
+        ensure_role(ctx, role, service, trust, docs[role], found[role])
+
+
+def operator_policy(ctx: Ctx) -> dict[str, Any]:
+    return operator.operator_policy(ctx.names, ctx.region, ctx.account, ctx.config["data"])
+
+
+def role_trusts(ctx: Ctx) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Role name -> (the service that assumes it, its trust policy)."""
+    n = ctx.names
+    return {
+        n.sagemaker_role: ("sagemaker", policies.sagemaker_trust(ctx.region, ctx.account)),
+        n.lambda_role: ("lambda", policies.lambda_trust(ctx.account)),
+    }
 
 
 def role_policies(ctx: Ctx) -> dict[str, dict[str, Any]]:
@@ -24,6 +50,7 @@ def role_policies(ctx: Ctx) -> dict[str, dict[str, Any]]:
         n.sagemaker_role: policies.sagemaker_policy(
             ctx.region,
             ctx.account,
+            n.name,
             cfg["data"],
             cfg["output"],
             cfg["checkpoints"],
@@ -35,10 +62,16 @@ def role_policies(ctx: Ctx) -> dict[str, dict[str, Any]]:
     }
 
 
-def ensure_role(ctx: Ctx, role: str, service: str, policy: dict[str, Any]) -> None:
-    """Create the role or bring its trust and inline policy up to date."""
-    trust = policies.trust_policy(service)
-    found = ctx.find("iam", "get_role", RoleName=role)
+def ensure_role(
+    ctx: Ctx,
+    role: str,
+    service: str,
+    trust: dict[str, Any],
+    policy: dict[str, Any],
+    found: dict[str, Any] | None,
+) -> None:
+    """Create the role or bring its trust and inline policy up to date (`found`: GetRole's
+    answer, None when there is no such role)."""
     if found is None:
         ctx.write(
             "iam",
@@ -62,6 +95,22 @@ def ensure_role(ctx: Ctx, role: str, service: str, policy: dict[str, Any]) -> No
         "iam", "put_role_policy", RoleName=role, PolicyName=role, PolicyDocument=json.dumps(policy)
     )
     ctx.say(f"{'set' if current is None else 'updated'} inline policy {role} on {role}")
+
+
+def _claim(ctx: Ctx, role: dict[str, Any], adopt: bool) -> None:
+    """Go on only with a role this deployment created (tagged for N), or one --adopt takes."""
+    tags = {(t["Key"], t["Value"]) for t in role.get("Tags") or []}
+    mine = {(t["Key"], t["Value"]) for t in ctx.names.tags}
+    if mine <= tags:
+        return
+    name, shown = role["RoleName"], ", ".join(f"{k}={v}" for k, v in sorted(mine))
+    if not adopt:
+        raise ConfigError(
+            f"role {name} exists but dogbreed did not create it for {ctx.names.name} (no tag "
+            f"{shown}): choose another --name, or pass --adopt to take the role over"
+        )
+    ctx.write("iam", "tag_role", RoleName=name, Tags=ctx.names.tags)
+    ctx.say(f"adopted role {name} (tagged {shown})")
 
 
 def _doc(value: Any) -> Any:

@@ -1,35 +1,89 @@
 """`dogbreed aws down`: delete what the other commands created for N, and nothing else.
 
-Each step tolerates a resource that is already gone (the per-call codes of
-context.MISSING), so `down` can be rerun after a partial failure.
+A resource is deleted only when it carries the tag dogbreed:name=N, read just before
+(GetRole, GetFunction, ListTags, ListTagsForResource): a same-named resource without
+it is someone else's and is left, named in a line of its own. What has no tag of its
+own goes with what it belongs to: the scalable target and scaling policy with the
+endpoint (left with a foreign endpoint), the function's log group with the function.
+Each step tolerates a resource that is already gone (context.MISSING), so `down` can
+be rerun after a partial failure. It ends with a line naming what it leaves: data,
+artifacts, images and records that outlive a deployment, SageMaker's own log groups,
+and the same-named resources that were not N's.
+
+A dry run finds nothing, so it treats every resource as N's: it prints every delete
+request and records the reads a real run makes before them (stand-in names where a
+real run lists them first).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from dogbreed.aws.context import Ctx
+from dogbreed.aws.alarms import delete_alarms
+from dogbreed.aws.context import TAG_KEY, Ctx
 from dogbreed.aws.endpoint import scaling_target
 
 Step = tuple[str, str, dict[str, Any]]  # service, operation, parameters
 
 
-def cmd_down(ctx: Ctx) -> None:
-    n = ctx.names
-    steps = [
-        *_scaling_steps(ctx),
-        ("sagemaker", "delete_endpoint", {"EndpointName": n.endpoint}),
-        *_model_steps(ctx),
-        ("lambda", "delete_function", {"FunctionName": n.function}),
-        ("logs", "delete_log_group", {"logGroupName": n.log_group}),
-    ]
-    for role in (n.sagemaker_role, n.lambda_role):
-        steps += [
-            ("iam", "delete_role_policy", {"RoleName": role, "PolicyName": role}),
-            ("iam", "delete_role", {"RoleName": role}),
-        ]
+def cmd_down(ctx: Ctx) -> list[str]:
+    """Delete N's resources; the same-named ones it left (not tagged for N)."""
+    left: list[str] = []
+    endpoint = _endpoint_is_mine(ctx)
+    if endpoint is False:
+        left.append(_leave(ctx, "endpoint", ctx.names.endpoint, "and its autoscaling"))
+    else:
+        _run(ctx, _scaling_steps(ctx))
+        if endpoint:
+            ctx.delete("sagemaker", "delete_endpoint", EndpointName=ctx.names.endpoint)
+    left += [f"alarm {a}" for a in delete_alarms(ctx)]  # they watch the endpoint
+    left += _models_and_configs(ctx)
+    left += _function(ctx)
+    left += _roles(ctx)
+    ctx.say(_left(ctx, left))
+    return left
+
+
+def _run(ctx: Ctx, steps: list[Step]) -> None:
     for service, op, params in steps:
         ctx.delete(service, op, **params)
+
+
+def _leave(ctx: Ctx, kind: str, name: str, also: str = "") -> str:
+    ctx.say(
+        f"left {kind} {name}{' ' + also if also else ''}: not tagged {TAG_KEY}={ctx.names.name}"
+    )
+    return f"{kind} {name}"
+
+
+def _left(ctx: Ctx, foreign: list[str]) -> str:
+    """What `down` does not delete, in one line."""
+    c, n = ctx.config, ctx.names
+    line = (
+        f"left in place: S3 objects under {c['data']}, {c['output']} and {c['checkpoints']}; "
+        f"the ECR repositories {', '.join(c['repositories'])} and their images; training and "
+        "tuning job records (SageMaker keeps them); SageMaker's log groups "
+        f"/aws/sagemaker/Endpoints/{n.endpoint} and /aws/sagemaker/TrainingJobs"
+    )
+    if foreign:
+        line += f"; not N's (no tag {TAG_KEY}={n.name}): {', '.join(foreign)}"
+    return line
+
+
+# ---- the endpoint and its autoscaling ------------------------------------------------------
+
+
+def _endpoint_is_mine(ctx: Ctx) -> bool | None:
+    """True: the endpoint carries N's tag (or a dry run); False: it does not; None: none."""
+    n = ctx.names
+    endpoint = ctx.find("sagemaker", "describe_endpoint", EndpointName=n.endpoint)
+    ctx.would_read("sagemaker", "list_tags", ResourceArn=ctx.sagemaker_arn("endpoint", n.endpoint))
+    if ctx.dry_run:
+        return True
+    if endpoint is None:
+        return None
+    tags = ctx.read("sagemaker", "list_tags", ResourceArn=endpoint["EndpointArn"])
+    return n.tagged(tags.get("Tags"))
 
 
 def _scaling_steps(ctx: Ctx) -> list[Step]:
@@ -41,33 +95,92 @@ def _scaling_steps(ctx: Ctx) -> list[Step]:
     target = scaling_target(ctx)
     named = {"PolicyName": ctx.names.scaling_policy, **target}
     policy = ("application-autoscaling", "delete_scaling_policy", named)
-    deregister = ("application-autoscaling", "deregister_scalable_target", target)
-    if ctx.dry_run:
-        return [policy, deregister]
+    # The resource first: `deleted:` lines name a call's first parameter.
+    by_resource = {"ResourceId": target["ResourceId"], **target}
+    deregister = ("application-autoscaling", "deregister_scalable_target", by_resource)
     policies = ctx.read(
         "application-autoscaling",
         "describe_scaling_policies",
         ServiceNamespace=target["ServiceNamespace"],
         ResourceId=target["ResourceId"],
         PolicyNames=[ctx.names.scaling_policy],
-    )["ScalingPolicies"]
+    )
     targets = ctx.read(
         "application-autoscaling",
         "describe_scalable_targets",
         ServiceNamespace=target["ServiceNamespace"],
         ResourceIds=[target["ResourceId"]],
-    )["ScalableTargets"]
-    return [step for step, found in ((policy, policies), (deregister, targets)) if found]
-
-
-def _model_steps(ctx: Ctx) -> list[Step]:
-    """The endpoint configs and models N made (names N-<digest>); a dry run lists none."""
+    )
     if ctx.dry_run:
-        return []
+        return [policy, deregister]
+    found = ((policy, policies["ScalingPolicies"]), (deregister, targets["ScalableTargets"]))
+    return [step for step, listed in found if listed]
+
+
+# ---- models and endpoint configs -----------------------------------------------------------
+
+
+def _models_and_configs(ctx: Ctx) -> list[str]:
+    """Delete the endpoint configs and models named N-<digest> that carry N's tag."""
     n = ctx.names
     configs = ctx.read("sagemaker", "list_endpoint_configs", NameContains=n.name, MaxResults=100)
     models = ctx.read("sagemaker", "list_models", NameContains=n.name, MaxResults=100)
-    found = [("EndpointConfigName", c["EndpointConfigName"]) for c in configs["EndpointConfigs"]]
-    found += [("ModelName", m["ModelName"]) for m in models["Models"]]
-    op = {"EndpointConfigName": "delete_endpoint_config", "ModelName": "delete_model"}
-    return [("sagemaker", op[key], {key: name}) for key, name in found if n.owns(name)]
+    if ctx.dry_run:
+        ctx.say(f"for each endpoint config and model N-<digest> tagged {TAG_KEY}={n.name} "
+                f"({n.stand_in} here):")  # fmt: skip
+        found = [
+            ("endpoint-config", "EndpointConfigName", n.stand_in, None),
+            ("model", "ModelName", n.stand_in, None),
+        ]
+    else:
+        found = [
+            (
+                "endpoint-config",
+                "EndpointConfigName",
+                c["EndpointConfigName"],
+                c["EndpointConfigArn"],
+            )
+            for c in configs["EndpointConfigs"]
+        ] + [("model", "ModelName", m["ModelName"], m["ModelArn"]) for m in models["Models"]]
+    left = []
+    for kind, key, name, arn in found:
+        if not n.owns(name):  # another deployment's: N-v2-<digest>, or not ours at all
+            continue
+        tags = ctx.read("sagemaker", "list_tags", ResourceArn=arn or ctx.sagemaker_arn(kind, name))
+        if tags is None or n.tagged(tags.get("Tags")):
+            op = "delete_endpoint_config" if kind == "endpoint-config" else "delete_model"
+            ctx.delete("sagemaker", op, **{key: name})
+        else:
+            left.append(_leave(ctx, kind.replace("-", " "), name))
+    return left
+
+
+# ---- the function and the roles ------------------------------------------------------------
+
+
+def _function(ctx: Ctx) -> list[str]:
+    """The function (with its versions, alias, concurrency and URL) and its log group."""
+    n = ctx.names
+    function = ctx.find("lambda", "get_function", FunctionName=n.function)
+    if function is not None and not n.tagged(function.get("Tags") or {}):
+        return [_leave(ctx, "function", n.function, f"and its log group {n.log_group}")]
+    if function is not None or ctx.dry_run:
+        ctx.delete("lambda", "delete_function", FunctionName=n.function)
+    # Lambda makes the log group on first use, untagged: it goes with N's function, or
+    # after it (a rerun of a `down` that stopped between the two).
+    ctx.delete("logs", "delete_log_group", logGroupName=n.log_group)
+    return []
+
+
+def _roles(ctx: Ctx) -> list[str]:
+    left = []
+    for role in (ctx.names.sagemaker_role, ctx.names.lambda_role):
+        found = ctx.find("iam", "get_role", RoleName=role)
+        if found is None and not ctx.dry_run:
+            continue
+        if found is not None and not ctx.names.tagged(found["Role"].get("Tags")):
+            left.append(_leave(ctx, "role", role))
+            continue
+        ctx.delete("iam", "delete_role_policy", RoleName=role, PolicyName=role)
+        ctx.delete("iam", "delete_role", RoleName=role)
+    return left

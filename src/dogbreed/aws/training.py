@@ -12,6 +12,7 @@ from typing import Any
 
 from dogbreed.aws.config import digest
 from dogbreed.aws.context import Ctx
+from dogbreed.aws.policies import deployment_uri
 from dogbreed.core import settings
 from dogbreed.core.errors import AwsError
 
@@ -49,15 +50,19 @@ class TuneOptions:
     parallel_jobs: int | None = None
 
 
-def cmd_train(ctx: Ctx, opts: TrainOptions) -> str:
+def resolve(ctx: Ctx, opts: TrainOptions) -> TrainOptions:
+    """The job's settings: flags over the config's `train` section."""
     cfg = ctx.config["train"]
-    job = replace(
+    return replace(
         opts,
         instance_type=opts.instance_type or cfg["instance_type"],
         instance_count=opts.instance_count or cfg["instance_count"],
         hyperparameters={**cfg["hyperparameters"], **opts.hyperparameters},
     )
-    request = training_job_request(ctx, job)
+
+
+def cmd_train(ctx: Ctx, opts: TrainOptions) -> str:
+    request = training_job_request(ctx, resolve(ctx, opts))
     name = request["TrainingJobName"]
     if ctx.find("sagemaker", "describe_training_job", TrainingJobName=name):
         ctx.say(f"training job {name} exists (same request): unchanged")
@@ -75,8 +80,10 @@ def training_definition(ctx: Ctx, job: TrainOptions) -> dict[str, Any]:
     stopping = {"MaxRuntimeInSeconds": cfg["max_runtime_s"]}
     if job.spot:
         stopping["MaxWaitTimeInSeconds"] = cfg["max_wait_s"]
+    # N's own prefixes, the only ones its execution role may write (policies.py).
     # Checkpoints are kept per set of hyperparameters: a rerun resumes its own.
-    checkpoints = f"{ctx.config['checkpoints'].rstrip('/')}/{ctx.names.name}"
+    output = deployment_uri(ctx.config["output"], ctx.names.name)
+    checkpoints = deployment_uri(ctx.config["checkpoints"], ctx.names.name)
     return {
         "AlgorithmSpecification": {
             "TrainingImage": job.image,
@@ -96,7 +103,7 @@ def training_definition(ctx: Ctx, job: TrainOptions) -> dict[str, Any]:
                 },
             }
         ],
-        "OutputDataConfig": {"S3OutputPath": ctx.config["output"]},
+        "OutputDataConfig": {"S3OutputPath": output},
         "ResourceConfig": {
             "InstanceType": job.instance_type,
             "InstanceCount": job.instance_count,
@@ -121,8 +128,9 @@ def training_job_request(ctx: Ctx, job: TrainOptions) -> dict[str, Any]:
     }
 
 
-def wait_training(ctx: Ctx, name: str, timeout_s: float) -> None:
-    """Print each status change until the job ends; AwsError unless it completed."""
+def wait_training(ctx: Ctx, name: str, timeout_s: float) -> dict[str, Any]:
+    """Print each status change until the job ends; its description once Completed,
+    AwsError (with SageMaker's FailureReason) otherwise."""
     deadline = time.monotonic() + timeout_s
     last = None
     while True:
@@ -134,7 +142,7 @@ def wait_training(ctx: Ctx, name: str, timeout_s: float) -> None:
         if status[0] in ENDED:
             if status[0] != "Completed":
                 raise AwsError(f"{name}: {status[0]}: {job.get('FailureReason', '')}")
-            return
+            return job
         if time.monotonic() > deadline:
             raise AwsError(f"{name} still {status[0]} after {timeout_s:.0f}s")
         time.sleep(POLL_S)

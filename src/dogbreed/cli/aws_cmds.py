@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -43,7 +44,18 @@ def add_aws(sub) -> None:
         p.add_argument("--dry-run", action="store_true", help="print the API requests only")
         return p
 
-    verb("iam", "two least-privilege roles: SageMaker execution and Lambda")
+    iam = verb("iam", "two least-privilege roles: SageMaker execution and Lambda")
+    iam.add_argument(
+        "--adopt",
+        action="store_true",
+        help="take over same-named roles that dogbreed did not create for N (tags them N's)",
+    )
+    iam.add_argument(
+        "--operator-policy",
+        action="store_true",
+        help="print the IAM policy (JSON) the person or CI role running these commands for N "
+        "needs, and change nothing",
+    )
     train = verb("train", "CreateTrainingJob with the train image")
     train.add_argument("--image", required=True, help="train image URI")
     train.add_argument("--data", help="s3:// URI of the dataset (training channel)")
@@ -65,29 +77,46 @@ def add_aws(sub) -> None:
     tune.add_argument("--image", required=True, help="train image URI")
     tune.add_argument("--max-jobs", type=int, help="training jobs in all")
     tune.add_argument("--parallel-jobs", type=int, help="training jobs at once")
-    deploy = verb("deploy", "model, endpoint config and endpoint (created or updated)")
-    deploy.add_argument("--image", required=True, help="serve image URI")
-    deploy.add_argument("--model-data", required=True, help="s3://.../model.tar.gz")
-    deploy.add_argument(
-        "--instance-type", help="e.g. ml.m5.large; ml.c6i.large (VNNI) runs the int8 model"
+    deploy = verb(
+        "deploy",
+        "model, endpoint config, endpoint (created, or updated blue/green with a canary that "
+        "rolls back by itself) and its CloudWatch alarms",
     )
-    deploy.add_argument(
-        "--wait-timeout", type=float, default=1800, help="seconds to wait for InService"
-    )
+    _deploy_args(deploy)
     scale = verb("autoscale", "target tracking on invocations per instance")
     scale.add_argument("--min", type=int, help="minimum instances")
     scale.add_argument("--max", type=int, help="maximum instances")
     scale.add_argument("--target", type=float, help="invocations per instance per minute")
     scale.add_argument("--scale-in-cooldown", type=int, help="seconds")
     scale.add_argument("--scale-out-cooldown", type=int, help="seconds")
-    lam = verb("lambda", "the Lambda function, version, alias 'live' and concurrency")
+    lam = verb("lambda", "the Lambda function, version, alias 'live', concurrency and function URL")
     lam.add_argument("--zip", type=Path, help="function zip (default: built on the fly)")
     lam.add_argument("--reserved", type=int, help="reserved concurrency")
     lam.add_argument("--provisioned", type=int, help="provisioned concurrency on 'live'")
+    lam.add_argument(
+        "--allow-url-fetch",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help='let clients send {"url": ...} for the function to fetch (default: the '
+        "config's lambda.allow_url_fetch, false)",
+    )
+    lam.add_argument(
+        "--public-url",
+        action="store_true",
+        help="make the function URL public (AuthType NONE: anyone can call it); "
+        "default AWS_IAM, signed requests only",
+    )
     invoke = verb("invoke", "classify an image through the Lambda (or --endpoint)")
     invoke.add_argument("image", type=Path, help="image file")
     invoke.add_argument("--endpoint", action="store_true", help="call the endpoint directly")
-    verb("down", "delete what the commands above created for N, and nothing else")
+    _up_args(verb("up", UP_HELP))
+    status = verb("status", "every resource of N and its state (reads only)")
+    status.add_argument("--json", action="store_true", help="JSON instead of a table")
+    verb(
+        "down",
+        "delete what the commands above created for N (only resources tagged "
+        "dogbreed:name=N), and say what is left",
+    )
     upload = verb(
         "upload-data", "put a dataset tree in S3 (skips files already there)", needs_name=False
     )
@@ -95,13 +124,134 @@ def add_aws(sub) -> None:
     upload.add_argument("uri", help="s3://bucket/prefix")
 
 
+UP_HELP = (
+    "the whole chain for N, in order: data (uploaded when local), IAM roles, training job "
+    "and its wait, model data, endpoint, autoscaling, alarms, Lambda with its concurrency and "
+    "function URL; then the endpoint, the front door and the cost an hour. Each step is the "
+    "verb's own and idempotent: a rerun goes on where the last one stopped, reusing a "
+    "completed training job. Settings not given here come from the config file"
+)
+
+
+def _up_args(up: argparse.ArgumentParser) -> None:
+    """`aws up`: the other verbs' main flags, renamed where two verbs share one."""
+    up.add_argument(
+        "--data",
+        dest="source",
+        required=True,
+        metavar="DIR|s3://...",
+        help="the dataset: a local directory (uploaded to the config's data prefix, files "
+        "already there skipped) or an s3:// prefix that holds it",
+    )
+    up.add_argument("--image-train", required=True, help="train image URI")
+    up.add_argument("--image-serve", required=True, help="serve image URI")
+    up.add_argument(
+        "--retrain",
+        action="store_true",
+        help="when this request's last training job Failed or was Stopped, start a new one "
+        "(default: report SageMaker's reason and stop)",
+    )
+    up.add_argument("--train-instance-type", help="training instance type, e.g. ml.g5.xlarge")
+    up.add_argument("--train-instance-count", type=int, help="2 or more: one distributed job")
+    up.add_argument("--spot", action="store_true", help="managed spot training")
+    up.add_argument(
+        "--hp",
+        type=_kv,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="hyperparameter (repeatable)",
+    )
+    up.add_argument(
+        "--train-timeout", type=float, default=86400, help="seconds to wait for the training job"
+    )
+    up.add_argument("--instance-type", help="endpoint instance type, e.g. ml.m5.large")
+    up.add_argument("--instance-count", type=int, help="endpoint instances (default 1)")
+    up.add_argument(
+        "--serverless",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a serverless endpoint (see `aws deploy --help`); no autoscaling step then",
+    )
+    up.add_argument("--memory-mb", type=int, help="serverless memory, 1024-6144 in 1024 steps")
+    up.add_argument("--max-concurrency", type=int, help="serverless concurrent requests, 1-200")
+    up.add_argument(
+        "--wait-timeout", type=float, default=1800, help="seconds to wait for InService"
+    )
+    up.add_argument("--min", type=int, help="autoscaling: minimum instances")
+    up.add_argument("--max", type=int, help="autoscaling: maximum instances")
+    up.add_argument("--reserved", type=int, help="Lambda reserved concurrency")
+    up.add_argument("--provisioned", type=int, help="Lambda provisioned concurrency on 'live'")
+    up.add_argument(
+        "--public-url",
+        action="store_true",
+        help="make the function URL public (AuthType NONE); default AWS_IAM",
+    )
+
+
+def _deploy_args(deploy: argparse.ArgumentParser) -> None:
+    """`aws deploy`: what runs the model, how a new one rolls out, when it rolls back."""
+    deploy.add_argument("--image", required=True, help="serve image URI")
+    deploy.add_argument("--model-data", required=True, help="s3://.../model.tar.gz")
+    deploy.add_argument(
+        "--instance-type", help="e.g. ml.m5.large; ml.c6i.large (VNNI) runs the int8 model"
+    )
+    deploy.add_argument(
+        "--instance-count", type=int, help="instances (a canary needs 2 or more; default 1)"
+    )
+    deploy.add_argument(
+        "--serverless",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a serverless endpoint (default: the config's deploy.serverless, false): billed per "
+        "request, nothing when idle, cold starts. It has "
+        "no GPUs, no network isolation, no autoscaling policy (--max-concurrency caps it), no "
+        "canary or rollback on alarms (updates are all at once), and takes payloads up to 4 MB "
+        "(aws lambda then sets the Lambda's MAX_IMAGE_BYTES to 4194304). SageMaker cannot "
+        "turn an instance endpoint serverless",
+    )
+    deploy.add_argument(
+        "--memory-mb", type=int, help="serverless memory: 1024-6144 in 1024 steps (default 2048)"
+    )
+    deploy.add_argument(
+        "--max-concurrency", type=int, help="serverless concurrent requests, 1-200 (default 5)"
+    )
+    deploy.add_argument(
+        "--canary-percent",
+        type=int,
+        help="share of the new fleet that takes traffic first, 1-50 (default 25)",
+    )
+    deploy.add_argument(
+        "--bake-minutes",
+        type=int,
+        help="minutes the canary, then the whole new fleet, run under the alarms before the "
+        "next step, 0-60 (default 10)",
+    )
+    deploy.add_argument(
+        "--alarm-error-rate",
+        type=float,
+        help="5XX share of invocations that trips the error alarm, 0-1 (default 0.05)",
+    )
+    deploy.add_argument(
+        "--alarm-latency-ms",
+        type=float,
+        help="average model latency that trips the latency alarm (default 500)",
+    )
+    deploy.add_argument(
+        "--wait-timeout", type=float, default=1800, help="seconds to wait for InService"
+    )
+
+
 # ---- dispatch: verb -> handler(ctx, args); the aws modules are imported only here ------------
 
 
 def _iam(ctx: Ctx, args: argparse.Namespace) -> None:
-    from dogbreed.aws.roles import cmd_iam
+    from dogbreed.aws.roles import cmd_iam, operator_policy
 
-    cmd_iam(ctx)
+    if args.operator_policy:
+        print(json.dumps(operator_policy(ctx), indent=2))
+        return
+    cmd_iam(ctx, adopt=args.adopt)
 
 
 def _train(ctx: Ctx, args: argparse.Namespace) -> None:
@@ -131,7 +281,21 @@ def _deploy(ctx: Ctx, args: argparse.Namespace) -> None:
     from dogbreed.aws.endpoint import DeployOptions, cmd_deploy
 
     cmd_deploy(
-        ctx, DeployOptions(args.image, args.model_data, args.instance_type, args.wait_timeout)
+        ctx,
+        DeployOptions(
+            args.image,
+            args.model_data,
+            args.instance_type,
+            args.wait_timeout,
+            instance_count=args.instance_count,
+            serverless=args.serverless,
+            memory_mb=args.memory_mb,
+            max_concurrency=args.max_concurrency,
+            canary_percent=args.canary_percent,
+            bake_minutes=args.bake_minutes,
+            error_rate=args.alarm_error_rate,
+            latency_ms=args.alarm_latency_ms,
+        ),
     )
 
 
@@ -153,7 +317,12 @@ def _autoscale(ctx: Ctx, args: argparse.Namespace) -> None:
 def _lambda(ctx: Ctx, args: argparse.Namespace) -> None:
     from dogbreed.aws.functions import LambdaOptions, cmd_lambda
 
-    cmd_lambda(ctx, LambdaOptions(args.zip, args.reserved, args.provisioned))
+    cmd_lambda(
+        ctx,
+        LambdaOptions(
+            args.zip, args.reserved, args.provisioned, args.allow_url_fetch, args.public_url
+        ),
+    )
 
 
 def _invoke(ctx: Ctx, args: argparse.Namespace) -> None:
@@ -163,6 +332,42 @@ def _invoke(ctx: Ctx, args: argparse.Namespace) -> None:
     score = answer["score"]
     shown = f"{score:.3f}" if isinstance(score, int | float) else score
     print(f"{args.image}: {answer['breed']} (index {answer['index']}, p={shown})")
+
+
+def _up(ctx: Ctx, args: argparse.Namespace) -> None:
+    from dogbreed.aws.endpoint import DeployOptions, ScaleOptions
+    from dogbreed.aws.functions import LambdaOptions
+    from dogbreed.aws.training import TrainOptions
+    from dogbreed.aws.up import UpOptions, cmd_up
+
+    train = TrainOptions(
+        image=args.image_train,
+        instance_type=args.train_instance_type,
+        instance_count=args.train_instance_count,
+        spot=args.spot,
+        hyperparameters=dict(args.hp),
+        timeout_s=args.train_timeout,
+    )
+    deploy = DeployOptions(
+        args.image_serve,
+        "",  # the training job's model data, once known
+        args.instance_type,
+        args.wait_timeout,
+        instance_count=args.instance_count,
+        serverless=args.serverless,
+        memory_mb=args.memory_mb,
+        max_concurrency=args.max_concurrency,
+    )
+    scale = ScaleOptions(min=args.min, max=args.max)
+    function = LambdaOptions(None, args.reserved, args.provisioned, None, args.public_url)
+    progress = sys.stderr.isatty()
+    cmd_up(ctx, UpOptions(args.source, train, deploy, scale, function, args.retrain, progress))
+
+
+def _status(ctx: Ctx, args: argparse.Namespace) -> None:
+    from dogbreed.aws.status import cmd_status
+
+    cmd_status(ctx, as_json=args.json)
 
 
 def _down(ctx: Ctx, args: argparse.Namespace) -> None:
@@ -185,18 +390,27 @@ VERBS: dict[str, Callable[[Ctx, argparse.Namespace], None]] = {
     "autoscale": _autoscale,
     "lambda": _lambda,
     "invoke": _invoke,
+    "up": _up,
+    "status": _status,
     "down": _down,
     "upload-data": _upload_data,
 }
 
 
-def run_aws(args: argparse.Namespace) -> int:
+def aws_context(args: argparse.Namespace) -> Ctx:
+    """The context a verb runs in: the settings (file, then flags) and deployment N."""
     from dogbreed.aws.config import load_config
     from dogbreed.aws.context import Ctx, Names
 
     # Flags that override a setting of the config file (None: not given).
     overrides = {key: getattr(args, key, None) for key in ("region", "data", "output")}
+    source = getattr(args, "source", None)  # `aws up --data`: a directory, or the data prefix
+    if source and source.startswith("s3://"):
+        overrides["data"] = source
     config = load_config(args.config, overrides)
-    ctx = Ctx(Names(getattr(args, "name", None) or "-"), config, args.dry_run)
-    VERBS[args.verb](ctx, args)
+    return Ctx(Names(getattr(args, "name", None) or "-"), config, args.dry_run)
+
+
+def run_aws(args: argparse.Namespace) -> int:
+    VERBS[args.verb](aws_context(args), args)
     return 0

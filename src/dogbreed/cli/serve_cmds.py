@@ -116,7 +116,9 @@ def add_lambda_local(sub) -> None:
         help="run the Lambda handler here against a model server",
         description="Call the Lambda function's handler for each image, with boto3's "
         "sagemaker-runtime client aimed at a loopback InvokeEndpoint twin that "
-        "forwards to the model server at --server: the path a request takes on AWS.",
+        "forwards to the model server at --server: the path a request takes on AWS. "
+        "Without images, serve the handler as its function URL would, on 127.0.0.1:--port: "
+        "open that address in a browser for the page, or POST an image to it.",
     )
     local.add_argument(
         "--server",
@@ -131,7 +133,10 @@ def add_lambda_local(sub) -> None:
         default=0,
         help="first wait up to this many seconds for the server's /ping",
     )
-    local.add_argument("images", nargs="+", type=Path, help="image files")
+    local.add_argument(
+        "--port", type=int, default=9000, help="port of the local front door (default 9000)"
+    )
+    local.add_argument("images", nargs="*", type=Path, help="image files (none: serve the page)")
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -200,6 +205,8 @@ def run_lambda_local(args: argparse.Namespace) -> int:
     from dogbreed.aws.lambda_function import lambda_handler
 
     try:
+        if not args.images:
+            _serve_front_door(lambda_handler, args)
         for path in args.images:
             event = {"image_base64": base64.b64encode(path.read_bytes()).decode()}
             answer = lambda_handler(event, None)
@@ -212,3 +219,19 @@ def run_lambda_local(args: argparse.Namespace) -> int:
     finally:
         gateway.shutdown()
     return 0
+
+
+def _serve_front_door(handler, args: argparse.Namespace) -> None:
+    """The handler behind a loopback twin of its function URL, until interrupted."""
+    from dogbreed.aws.url_twin import FunctionUrlTwin
+
+    twin = FunctionUrlTwin(handler, args.port)
+    print(
+        f"lambda-local: page at {twin.url} (POST an image there), endpoint "
+        f"{args.endpoint_name} -> {args.server}; Ctrl-C stops",
+        flush=True,
+    )
+    try:
+        twin.serve_forever()
+    finally:
+        twin.server_close()

@@ -14,7 +14,6 @@ from botocore.stub import Stubber
 from dogbreed.aws import context, functions
 from dogbreed.aws import policies as iam
 from dogbreed.aws.config import load_config
-from dogbreed.aws.endpoint import DeployOptions, cmd_deploy
 from dogbreed.core.errors import ConfigError
 from support.aws import ACCOUNT, REGION, offline_ctx
 from support.cli import run_cli
@@ -34,6 +33,7 @@ def test_policies_pass_the_parliament_linter():
         iam.sagemaker_policy(
             REGION,
             ACCOUNT,
+            "dogs",
             CONFIG["data"],
             CONFIG["output"],
             CONFIG["checkpoints"],
@@ -59,41 +59,6 @@ def test_provisioned_concurrency_request_fits_the_service_model():
             {"FunctionName": "dogs", "Qualifier": "live", "ProvisionedConcurrentExecutions": 2},
         )
         functions._concurrency(ctx, reserved=5, provisioned=2)
-        stub.assert_no_pending_responses()
-
-
-def test_redeploy_updates_the_endpoint_request():
-    """moto has no UpdateEndpoint: the request is checked against botocore's model."""
-    ctx, sm = offline_ctx("sagemaker")
-    endpoint = {
-        "EndpointName": "dogs",
-        "EndpointArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/dogs",
-        "EndpointStatus": "InService",
-        "CreationTime": "2026-01-01",
-        "LastModifiedTime": "2026-01-01",
-    }
-    with Stubber(sm) as stub:
-        stub.add_response(
-            "describe_model",
-            {
-                "ModelName": "m",
-                "ModelArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/m",
-                "CreationTime": "2026-01-01",
-            },
-        )
-        stub.add_client_error(
-            "describe_endpoint_config",
-            "ValidationException",
-            "Could not find endpoint configuration",
-        )
-        stub.add_response(
-            "create_endpoint_config",
-            {"EndpointConfigArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/c"},
-        )
-        stub.add_response("describe_endpoint", {**endpoint, "EndpointConfigName": "dogs-0000"})
-        stub.add_response("update_endpoint", {"EndpointArn": endpoint["EndpointArn"]})
-        stub.add_response("describe_endpoint", {**endpoint, "EndpointConfigName": "dogs-1111"})
-        cmd_deploy(ctx, DeployOptions(SERVE, "s3://b/model.tar.gz", wait_s=5))
         stub.assert_no_pending_responses()
 
 

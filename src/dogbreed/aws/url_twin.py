@@ -1,0 +1,100 @@
+"""A local twin of a Lambda function URL, on loopback.
+
+Each HTTP request becomes the event a function URL hands the function (payload
+format 2.0: method, lower-case headers, raw path and query, the body as text
+when it is text and base64-encoded otherwise), and the function's proxy answer
+becomes the HTTP response. `dogbreed lambda-local` serves the Lambda handler
+through it: the page on GET, a classification on POST, as on AWS.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.server
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from dogbreed.core.errors import ServerError
+
+MAX_BODY = 6 * 1024 * 1024  # a function URL refuses larger requests (Lambda's payload limit)
+TEXT_TYPES = ("application/json", "application/xml", "application/x-www-form-urlencoded")
+
+Handler = Callable[[dict[str, Any], object], dict[str, Any]]
+
+
+def _body(media: str, body: bytes) -> tuple[str, bool]:
+    """(body, isBase64Encoded) as a function URL passes them: text as is, the rest encoded."""
+    if media.startswith("text/") or media in TEXT_TYPES:
+        with contextlib.suppress(UnicodeDecodeError):
+            return body.decode("utf-8"), False
+    return base64.b64encode(body).decode(), True
+
+
+def to_event(method: str, target: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    """The function URL event of one HTTP request."""
+    path, _, query = target.partition("?")
+    lower = {k.lower(): v for k, v in headers.items()}
+    shown, encoded = _body(lower.get("content-type", "").split(";")[0].strip().lower(), body)
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": lower,
+        "requestContext": {"http": {"method": method, "path": path, "sourceIp": "127.0.0.1"}},
+        "body": shown,
+        "isBase64Encoded": encoded,
+    }
+
+
+class _Request(http.server.BaseHTTPRequestHandler):
+    server: FunctionUrlTwin
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _reply(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _call(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            self._reply(413, {"Content-Type": "text/plain"}, b"Request Entity Too Large")
+            return
+        event = to_event(self.command, self.path, dict(self.headers), self.rfile.read(length))
+        with self.server.lock:  # a Lambda environment runs one request at a time
+            answer = self.server.handler(event, None)
+        body = answer.get("body") or ""
+        data = base64.b64decode(body) if answer.get("isBase64Encoded") else body.encode()
+        self._reply(int(answer.get("statusCode", 200)), answer.get("headers") or {}, data)
+
+    do_GET = do_POST = _call
+
+
+class FunctionUrlTwin(http.server.ThreadingHTTPServer):
+    """Serves `handler` on 127.0.0.1:port (0: any free port) as a function URL would."""
+
+    daemon_threads = True
+
+    def __init__(self, handler: Handler, port: int = 0) -> None:
+        try:
+            super().__init__(("127.0.0.1", port), _Request)
+        except OSError as exc:
+            raise ServerError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
+        self.handler = handler
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/"
+
+    def start(self) -> FunctionUrlTwin:
+        threading.Thread(target=self.serve_forever, name="function-url", daemon=True).start()
+        return self

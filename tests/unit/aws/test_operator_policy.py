@@ -1,0 +1,171 @@
+"""`dogbreed aws iam --operator-policy`: every request each `dogbreed aws` verb records in
+its dry run (reads included) is allowed by the printed policy, which parliament passes.
+
+The verbs come from the CLI's own parser: a new verb is covered without a change here,
+once its required arguments have sample values (SAMPLES says which one is missing).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+
+from dogbreed.aws.context import Names
+from dogbreed.aws.operator_policy import operator_policy
+from dogbreed.cli.main import main
+from support.aws import ACCOUNT, REGION
+from support.iam_check import (
+    allows,
+    aws_verbs,
+    needs,
+    policy_actions,
+    run_verb,
+    without_credentials,
+)
+
+NAME = "Dogs"  # upper case on purpose: IAM matches SageMaker ARNs in lower case
+DATA = "s3://dogs-bucket/dogImages"
+CONFIG = {
+    "region": REGION,
+    "data": DATA,
+    "output": "s3://dogs-bucket/output",
+    "checkpoints": "s3://dogs-bucket/checkpoints",
+}
+IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed:abc1234"
+# Runs beyond each verb with its required arguments: flags that take another path.
+VARIANTS = {
+    "invoke": [["--endpoint"]],
+    "iam": [["--operator-policy"]],
+    "up": [["--data", DATA, "--serverless", "--retrain", "--public-url"]],
+    "status": [["--json"]],
+}
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    without_credentials(monkeypatch, tmp_path)
+    (tmp_path / "aws.json").write_text(json.dumps(CONFIG))
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\xd9")
+    (tmp_path / "dogImages" / "train" / "akita").mkdir(parents=True)
+    (tmp_path / "dogImages" / "train" / "akita" / "1.jpg").write_bytes(b"\xff\xd8\xff\xd9")
+    return tmp_path
+
+
+def samples(tmp_path) -> dict[str, str]:
+    """A value for each required argument any verb has, by its dest."""
+    return {
+        "name": NAME,
+        "image": IMAGE,  # --image of train, tune, deploy
+        "image_train": IMAGE,
+        "image_serve": IMAGE,
+        "model_data": f"{CONFIG['output']}/{NAME}/{NAME}-0123abcd/output/model.tar.gz",
+        "data": DATA,
+        "photo": str(tmp_path / "photo.jpg"),  # the positional image of invoke
+        "local": str(tmp_path / "dogImages"),
+        "source": str(tmp_path / "dogImages"),  # up --data: a local directory, uploaded
+        "uri": DATA,
+    }
+
+
+def required_args(verb: str, tmp_path) -> list[str]:
+    values, argv = samples(tmp_path), []
+    for action in aws_verbs()[verb]._actions:
+        if not action.option_strings:  # a positional
+            dest = "photo" if (verb, action.dest) == ("invoke", "image") else action.dest
+            argv.append(values.get(dest) or pytest.fail(f"no sample for {verb} {dest}"))
+        elif action.required:
+            value = values.get(action.dest) or pytest.fail(f"no sample for {verb} {action.dest}")
+            argv += [action.option_strings[0], value]
+    return argv
+
+
+def dry_runs(verb: str, tmp_path) -> list:
+    """The contexts of the verb's dry runs (its VARIANTS too), requests recorded."""
+    base = [verb, *required_args(verb, tmp_path), "--config", str(tmp_path / "aws.json")]
+    contexts = []
+    for extra in [[], *VARIANTS.get(verb, [])]:
+        ctx, error = run_verb(*base, "--dry-run", *extra)
+        # Only a call that must be sent even in a dry run (invoke) can fail here, and it is
+        # the last request: nothing after it is missed.
+        assert error is None or "Unable to locate credentials" in str(error), error
+        contexts.append(ctx)
+    return contexts
+
+
+def operator() -> dict:
+    return operator_policy(Names(NAME), REGION, ACCOUNT, DATA)
+
+
+def known_actions() -> set[str]:
+    """Every IAM action AWS defines (parliament's copy of the service authorization data)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # parliament imports pkg_resources
+        from parliament import iam_definition
+    return {
+        f"{s['prefix']}:{p['privilege']}".lower() for s in iam_definition for p in s["privileges"]
+    }
+
+
+@pytest.mark.parametrize("verb", sorted(aws_verbs()))
+def test_the_operator_policy_allows_every_request_of_the_verb(offline, verb):
+    policy, known = operator(), known_actions()
+    contexts = dry_runs(verb, offline)
+    requests = [r for ctx in contexts for r in ctx.requests]
+    assert requests, f"{verb} recorded no request"
+    denied = []
+    for request in requests:
+        for need in needs(request, REGION, ACCOUNT):
+            assert need.action.lower() in known, f"{need.action} is no IAM action ({request[:2]})"
+            if not allows(policy, need):
+                denied.append(f"{request.service}.{request.operation}: {need}")
+    assert not denied, "add to operator_policy.OPERATOR:\n" + "\n".join(denied)
+
+
+def test_the_operator_policy_denies_other_deployments(offline):
+    """The same requests for another deployment, and for one whose name extends N, fall
+    outside N's policy (roles, jobs, models, endpoint, function)."""
+    policy = operator()
+    for other in ("Cats", f"{NAME}-v2"):
+        argv = ["--name", other, "--config", str(offline / "aws.json"), "--dry-run"]
+        runs = [
+            run_verb("iam", *argv),
+            run_verb("train", "--image", IMAGE, *argv),
+            run_verb("deploy", "--image", IMAGE, "--model-data", "s3://b/m.tar.gz", *argv),
+            run_verb("lambda", *argv),
+        ]
+        for ctx, _ in runs:
+            for request in ctx.requests:
+                if request.service == "sts":
+                    continue
+                allowed = [n for n in needs(request, REGION, ACCOUNT) if allows(policy, n)]
+                assert not allowed, (other, request.operation, [str(n) for n in allowed])
+
+
+def test_the_operator_policy_passes_parliament_and_passes_roles_only_to_their_service():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import parliament  # a real IAM policy linter
+
+    policy = operator()
+    findings = parliament.analyze_policy_string(json.dumps(policy)).findings
+    assert findings == [], [(f.issue, f.detail) for f in findings]
+    passing = [s for s in policy["Statement"] if "iam:PassRole" in s["Action"]]
+    assert {tuple(s["Resource"]) for s in passing} == {
+        (f"arn:aws:iam::{ACCOUNT}:role/{NAME}-sagemaker-execution",),
+        (f"arn:aws:iam::{ACCOUNT}:role/{NAME}-lambda",),
+    }
+    assert all(s["Action"] == ["iam:PassRole"] for s in passing)
+    assert {s["Condition"]["StringEquals"]["iam:PassedToService"] for s in passing} == {
+        "sagemaker.amazonaws.com",
+        "lambda.amazonaws.com",
+    }
+    assert not any("*" in a for a in policy_actions(policy))
+    assert not any(a.startswith("s3:Delete") for a in policy_actions(policy))
+
+
+def test_iam_operator_policy_prints_the_policy_as_json(offline, capsys):
+    argv = ["aws", "iam", "--name", NAME, "--operator-policy", "--dry-run"]
+    assert main([*argv, "--config", str(offline / "aws.json")]) == 0
+    assert json.loads(capsys.readouterr().out) == operator()
