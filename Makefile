@@ -43,11 +43,11 @@ test: unit build  ## everything: the unit tier first, then both images and the i
 demo: $(STAMP) build  ## the main job in containers: train image -> serve image -> classify
 	rm -rf $(WORK)/demo
 	$(BIN)/dogbreed data synth --out $(WORK)/demo/data --classes 5 --per-class 60 --seed 0
-	$(MAKE) --no-print-directory train-local OPT_ML=$(WORK)/demo/opt_ml DATA=$(WORK)/demo/data \
+	$(MAKE) --no-print-directory train-local OUT=$(WORK)/demo/opt_ml DATA=$(WORK)/demo/data \
 	  HPS='{"arch": "resnet18", "weights": "none", "epochs": "3", "batch-size": "8", "lr": "0.001"}'
-	@containers/demo-serve.sh $(SERVE_IMAGE):latest $(WORK)/demo/opt_ml/model $(BIN)/dogbreed \
+	@containers/demo-serve.sh $(SERVE_IMAGE):latest $(WORK)/demo/opt_ml/model.tar.gz $(BIN)/dogbreed \
 	  $$(ls $(WORK)/demo/data/test/*/*.jpg | awk 'NR % 4 == 1')
-	@echo "model:   $(WORK)/demo/opt_ml/model  (model.onnx, model.pth, metadata.json)"
+	@echo "model:   $(WORK)/demo/opt_ml/model.tar.gz  (model.onnx, model.pth, metadata.json)"
 	@echo "reports: $(WORK)/demo/opt_ml/output/data (metrics.json, training_curves.png, resources.png, confusions.json)"
 
 bench: $(STAMP)  ## training throughput: our loop vs the course loop
@@ -80,10 +80,13 @@ build-train: engine build-ca  ## build the train image (torch, sagemaker-trainin
 build-serve: engine build-ca  ## build the serve image (Java, MMS, ONNX Runtime, dogbreed; no torch)
 	$(DOCKER_BUILD) -f containers/serve/Dockerfile -t $(SERVE_IMAGE):$(TAG) -t $(SERVE_IMAGE):latest .
 
-# ---- running the images locally ---------------------------------------------
+# ---- running the images locally (`dogbreed local`: the Docker SDK) -----------
+# OUT gets model.tar.gz, output/ (reports) and hosts/algo-i (each host's /opt/ml tree).
 OPT_ML ?= $(WORK)/opt_ml
+OUT ?= $(OPT_ML)
 DATA ?= $(WORK)/data
 HPS ?= {"arch": "resnet18", "weights": "none", "epochs": "2", "batch-size": "16"}
+HOSTS ?= 1
 PORT ?= 8080
 
 .PHONY: train-local serve-local push sbom
@@ -97,14 +100,13 @@ sbom: build  ## both images' CycloneDX SBOMs (their Python environments) into $(
 	  echo "$(WORK)/sbom-$${pair%%:*}.cdx.json  ($$image:$$path)"; \
 	done
 
-train-local: build-train  ## train image on synthetic data with a local /opt/ml tree (as SageMaker runs it)
+train-local: build-train  ## train image on synthetic data, HOSTS=N instances, as SageMaker runs it
 	@test -d $(DATA)/train || $(BIN)/dogbreed data synth --out $(DATA) --classes 5 --per-class 40
-	@containers/opt-ml.sh $(OPT_ML) $(DATA) '$(HPS)'
-	docker run --rm --network host -v $(abspath $(OPT_ML)):/opt/ml $(TRAIN_IMAGE):latest train
+	$(BIN)/dogbreed local train --image $(TRAIN_IMAGE):latest --hosts $(HOSTS) \
+	  --data $(DATA) --out $(OUT) --hp-json '$(HPS)'
 
-serve-local: build-serve  ## serve image on the model of train-local, on port $(PORT) (Ctrl-C stops)
-	docker run --rm -it --network host -e SAGEMAKER_BIND_TO_PORT=$(PORT) \
-	  -v $(abspath $(OPT_ML))/model:/opt/ml/model:ro $(SERVE_IMAGE):latest serve
+serve-local: build-serve  ## serve image on train-local's model.tar.gz, on port $(PORT) (Ctrl-C stops)
+	$(BIN)/dogbreed local serve --image $(SERVE_IMAGE):latest --model $(OUT)/model.tar.gz --port $(PORT)
 
 push: build  ## push both images (ECR, or REGISTRY=host:port); IMAGES= picks some
 	containers/push.sh $(TAG) $(or $(IMAGES),$(TRAIN_IMAGE) $(SERVE_IMAGE))

@@ -17,7 +17,7 @@ from dogbreed.aws import policies as iam
 from dogbreed.aws.config import load_config
 from dogbreed.aws.context import Ctx, Names
 from dogbreed.core.errors import AwsError
-from support.aws import ACCOUNT, REGION, offline_ctx
+from support.aws import ACCOUNT, REGION, offline_ctx, use_moto
 from support.cli import run_cli
 
 IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-train:abc1234"
@@ -31,14 +31,7 @@ CONFIG = {
 
 @pytest.fixture
 def aws_env(moto_url, tmp_path, monkeypatch):
-    env = {
-        "AWS_ENDPOINT_URL": moto_url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    env = use_moto(moto_url, monkeypatch)
     config = tmp_path / "aws.json"
     config.write_text(json.dumps({**CONFIG, "region": REGION}))
     return env, config

@@ -9,20 +9,13 @@ import uuid
 import boto3
 import pytest
 
-from support.aws import REGION
+from support.aws import REGION, use_moto
 from support.cli import run_cli
 
 
 @pytest.fixture
 def aws_env(moto_url, tmp_path, monkeypatch):
-    env = {
-        "AWS_ENDPOINT_URL": moto_url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    env = use_moto(moto_url, monkeypatch)
     config = tmp_path / "aws.json"
     config.write_text(
         json.dumps({"region": REGION, "lambda": {"s3_input": "s3://dogs-in/uploads"}})

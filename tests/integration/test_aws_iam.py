@@ -13,7 +13,7 @@ import pytest
 from dogbreed.aws import policies
 from dogbreed.aws.context import Names
 from dogbreed.aws.operator_policy import operator_policy
-from support.aws import ACCOUNT, REGION
+from support.aws import ACCOUNT, REGION, use_moto
 from support.cli import run_cli
 from support.iam_check import allows, needs, policy_actions, run_verb
 
@@ -39,14 +39,7 @@ FOREIGN_TRUST = {
 
 @pytest.fixture
 def aws_env(moto_url, tmp_path, monkeypatch):
-    env = {
-        "AWS_ENDPOINT_URL": moto_url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    env = use_moto(moto_url, monkeypatch)
     config = tmp_path / "aws.json"
     config.write_text(json.dumps(CONFIG))
     return env, config

@@ -14,7 +14,7 @@ import boto3
 import pytest
 from botocore.validate import ParamValidator
 
-from support.aws import ACCOUNT, REGION
+from support.aws import ACCOUNT, REGION, use_moto
 from support.cli import run_cli
 
 SERVE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-serve:abc1234"
@@ -24,14 +24,7 @@ MODEL_DATA = "s3://dogs-bucket/output/job/output/model.tar.gz"
 
 @pytest.fixture
 def aws_env(moto_url, tmp_path, monkeypatch):
-    env = {
-        "AWS_ENDPOINT_URL": moto_url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    env = use_moto(moto_url, monkeypatch)
     config = tmp_path / "aws.json"
     config.write_text(json.dumps({"region": REGION}))
     return env, config

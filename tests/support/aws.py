@@ -1,4 +1,5 @@
-"""AWS test helpers: a deployment context whose clients a botocore Stubber answers."""
+"""AWS test helpers: a deployment context whose clients a botocore Stubber answers, and
+the environment that points boto3 (here and in the CLI's subprocesses) at moto's server."""
 
 from __future__ import annotations
 
@@ -20,3 +21,16 @@ def offline_ctx(service: str) -> tuple[Ctx, object]:
     ctx._clients[service] = client
     ctx._identity = (ACCOUNT, REGION)
     return ctx, client
+
+
+def use_moto(moto_url: str, monkeypatch) -> dict[str, str]:
+    """Point this process's boto3 at moto's server; the same variables for subprocesses."""
+    env = {
+        "AWS_ENDPOINT_URL": moto_url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env

@@ -20,6 +20,19 @@ def _kv(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _training_flags(parser) -> None:
+    """What `aws train` and `aws up` both take for the training job."""
+    parser.add_argument("--spot", action="store_true", help="managed spot training")
+    parser.add_argument(
+        "--hp",
+        type=_kv,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="hyperparameter (repeatable)",
+    )
+
+
 def add_aws(sub) -> None:
     aws = sub.add_parser(
         "aws",
@@ -62,15 +75,7 @@ def add_aws(sub) -> None:
     train.add_argument("--output", help="s3:// URI for model artifacts")
     train.add_argument("--instance-type", help="e.g. ml.g5.xlarge")
     train.add_argument("--instance-count", type=int, help="2 or more: one distributed job")
-    train.add_argument("--spot", action="store_true", help="managed spot training")
-    train.add_argument(
-        "--hp",
-        type=_kv,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="hyperparameter (repeatable)",
-    )
+    _training_flags(train)
     train.add_argument("--wait", action="store_true", help="follow the job until it ends")
     train.add_argument("--timeout", type=float, default=86400, help="--wait limit, seconds")
     tune = verb("tune", "CreateHyperParameterTuningJob over lr and batch size (max val_acc)")
@@ -153,15 +158,7 @@ def _up_args(up: argparse.ArgumentParser) -> None:
     )
     up.add_argument("--train-instance-type", help="training instance type, e.g. ml.g5.xlarge")
     up.add_argument("--train-instance-count", type=int, help="2 or more: one distributed job")
-    up.add_argument("--spot", action="store_true", help="managed spot training")
-    up.add_argument(
-        "--hp",
-        type=_kv,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="hyperparameter (repeatable)",
-    )
+    _training_flags(up)
     up.add_argument(
         "--train-timeout", type=float, default=86400, help="seconds to wait for the training job"
     )

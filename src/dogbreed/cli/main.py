@@ -1,7 +1,7 @@
 """The `dogbreed` command: parse, dispatch, and map errors to exit codes in one place.
 
 Each part of the package adds its own subcommands (train_cmds, serve_cmds,
-aws_cmds); their parsers import only the core, so `dogbreed aws --help` never
+aws_cmds, local_cmds); their parsers import only the core, so `dogbreed aws --help` never
 loads torch, numpy, Pillow or ONNX Runtime. Errors the user can fix print one
 line and exit with their class's code (core.errors); `--help` on every command
 explains its flags.
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from dogbreed import __version__
-from dogbreed.cli import aws_cmds, serve_cmds, train_cmds
+from dogbreed.cli import aws_cmds, local_cmds, serve_cmds, train_cmds
 from dogbreed.core.errors import DogbreedError, exit_code
 from dogbreed.core.logs import configure_logging
 
@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[Callable, Callable[[argparse.Namespace], int]]] = {
     "classify": (serve_cmds.add_classify, serve_cmds.run_classify),
     "lambda-local": (serve_cmds.add_lambda_local, serve_cmds.run_lambda_local),
     "aws": (aws_cmds.add_aws, aws_cmds.run_aws),
+    "local": (local_cmds.add_local, local_cmds.run_local),
 }
 
 

@@ -1,0 +1,199 @@
+"""`dogbreed local train|serve`: the images on this machine, as SageMaker runs them.
+
+Only the parsers live here; the Docker SDK is imported when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from pathlib import Path
+
+
+def _hp(text: str) -> tuple[str, str]:
+    """An argparse type: key=value, or a one-line usage error."""
+    from dogbreed.core.errors import ConfigError
+    from dogbreed.local.opt_ml import parse_hyperparameter
+
+    try:
+        return parse_hyperparameter(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _env(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or any(c.isspace() for c in key):
+        raise argparse.ArgumentTypeError(f"--env {text!r}: expected NAME=VALUE")
+    return key, value
+
+
+def _run_id(text: str) -> str:
+    from dogbreed.core.errors import ConfigError
+    from dogbreed.local.docker_engine import check_run_id
+
+    try:
+        return check_run_id(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", required=True, help="image to run, e.g. dogbreed-train:latest")
+    p.add_argument(
+        "--network",
+        choices=("auto", "bridge", "host"),
+        default="auto",
+        help="bridge: a private network for the run; host: host networking, host names "
+        "resolve to 127.0.0.1; auto (default): bridge where the engine allows one, else host",
+    )
+    p.add_argument(
+        "--env",
+        type=_env,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment variable for the container(s) (repeatable), "
+        "e.g. DOGBREED_DIST_TIMEOUT=120",
+    )
+    p.add_argument(
+        "--run-id",
+        type=_run_id,
+        default=None,
+        help="name of the run: its network, container names and the label "
+        "dogbreed.local=ID (default: a fresh random one)",
+    )
+
+
+def add_local(sub) -> None:
+    local = sub.add_parser(
+        "local",
+        help="run the train or serve image on this machine as SageMaker does (Docker)",
+        description="Run the images on this machine's Docker engine exactly as SageMaker "
+        "runs them: a training job of one or more hosts, or an endpoint. Ctrl-C stops and "
+        "removes every container the command started.",
+    )
+    verbs = local.add_subparsers(
+        dest="verb", required=True, metavar="{train,serve}", parser_class=type(local)
+    )
+    train = verbs.add_parser(
+        "train",
+        help="a training job: one container per host, one distributed job",
+        description="Lay out an /opt/ml tree per host under OUT/hosts/algo-i, run "
+        "'IMAGE train' once per host, stream each host's log with its name in front, and "
+        "pack algo-1's /opt/ml/model into OUT/model.tar.gz as SageMaker does; reports go "
+        "to OUT/output/. Exits non-zero naming the host that failed and its reason.",
+    )
+    _common(train)
+    train.add_argument("--hosts", type=int, default=1, help="instances (default 1)")
+    train.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="dataset root holding train/ (valid/, test/): the 'training' channel, mounted "
+        "read-only",
+    )
+    train.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output directory: model.tar.gz, output/ and hosts/ (replaced on each run)",
+    )
+    train.add_argument(
+        "--hp",
+        type=_hp,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="hyperparameter, written as a string like SageMaker does (repeatable; "
+        "wins over --hp-json)",
+    )
+    train.add_argument(
+        "--hp-json",
+        default=None,
+        metavar="JSON",
+        help='hyperparameters as one JSON object, e.g. \'{"epochs": 2, "arch": "resnet18"}\'',
+    )
+    train.add_argument(
+        "--gpus",
+        action="store_true",
+        help="give the containers the GPUs (several hosts: an equal share each)",
+    )
+    train.add_argument(
+        "--max-run",
+        type=float,
+        default=86400,
+        help="stop the job after this many seconds (default 86400)",
+    )
+
+    serve = verbs.add_parser(
+        "serve",
+        help="an endpoint: the serve image on a trained model",
+        description="Run 'IMAGE serve' with the model read-only at /opt/ml/model, wait "
+        "for GET /ping, print the URL and stream the log. Ctrl-C or SIGTERM stops and "
+        "removes the container.",
+    )
+    _common(serve)
+    serve.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help="model directory or model.tar.gz (unpacked to a temporary directory)",
+    )
+    serve.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    serve.add_argument(
+        "--wait",
+        type=float,
+        default=240,
+        help="seconds to wait for /ping to answer (default 240, as SageMaker)",
+    )
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def run_local(args: argparse.Namespace) -> int:
+    # SIGTERM (a supervisor, `kill`) ends the command the way Ctrl-C does: containers go.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if args.verb == "train":
+            return _train(args)
+        return _serve(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dogbreed.local.opt_ml import hyperparameters
+    from dogbreed.local.train import TrainJob, run_train
+
+    job = TrainJob(
+        image=args.image,
+        hosts=args.hosts,
+        data=args.data,
+        out=args.out,
+        hyperparameters=hyperparameters(args.hp_json, args.hp),
+        gpus=args.gpus,
+        network=args.network,
+        env=dict(args.env),
+        run_id=args.run_id or "",
+        max_run_s=args.max_run,
+    )
+    run_train(job)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from dogbreed.local.serve import ServeJob, run_serve
+
+    job = ServeJob(
+        image=args.image,
+        model=args.model,
+        port=args.port,
+        network=args.network,
+        wait_s=args.wait,
+        env=dict(args.env),
+        run_id=args.run_id or "",
+    )
+    return run_serve(job)

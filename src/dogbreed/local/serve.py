@@ -1,0 +1,125 @@
+"""`dogbreed local serve`: the serve image on this machine, as a SageMaker endpoint runs it.
+
+`docker run IMAGE serve` with the model read-only at /opt/ml/model (a
+model.tar.gz is unpacked into a temporary directory first, every member
+checked), SAGEMAKER_BIND_TO_PORT set, reachable at http://127.0.0.1:PORT: a
+published port on the run's private bridge network, or host networking where the
+engine has no bridge. Waits for GET /ping, prints the URL, streams the log
+(`endpoint | ...`); Ctrl-C or SIGTERM stops and removes the container.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dogbreed.core.errors import ConfigError, ModelError, ServerError
+from dogbreed.core.modeldir import METADATA_FILE
+from dogbreed.local import docker_engine as engine
+from dogbreed.local.archive import extract_model
+
+log = logging.getLogger("dogbreed.local")
+
+CONTAINER_PORT = 8080  # SageMaker's port, inside the container's own network namespace
+MMS_MAX_PORT = 32767  # multi-model-server refuses higher port numbers
+STOP_TIMEOUT_S = 30  # SageMaker's grace between SIGTERM and SIGKILL for endpoints
+
+
+@dataclass
+class ServeJob:
+    image: str
+    model: Path
+    port: int = 8080
+    network: str = "auto"
+    wait_s: float = 240.0  # SageMaker's default health-check window: 4 minutes
+    env: dict[str, str] = field(default_factory=dict)
+    run_id: str = ""
+
+
+def model_dir(model: Path, scratch: Path) -> Path:
+    """The directory to mount: `model` itself, or a .tar.gz unpacked safely under `scratch`."""
+    if model.is_dir():
+        found = model.resolve()
+    elif model.is_file() and tarfile.is_tarfile(model):
+        found = extract_model(model, scratch / "model")
+    elif model.exists():
+        raise ModelError(f"--model {model}: neither a model directory nor a model.tar.gz")
+    else:
+        raise ModelError(f"--model {model}: no such file or directory")
+    if not (found / METADATA_FILE).is_file():
+        raise ModelError(f"--model {model}: no {METADATA_FILE} (not a model written by training)")
+    return found
+
+
+def wait_for_ping(url: str, follower: engine.Follower, wait_s: float) -> None:
+    """GET /ping until 200, the container exits, or wait_s passes (ServerError)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if not follower.is_alive():
+            follower.join(5)
+            raise ServerError(
+                f"the serve container exited with code {follower.exit_code} before "
+                "answering /ping; see its log above"
+            )
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise ServerError(f"{url}/ping did not answer 200 within {wait_s:.0f} s")
+
+
+def run_serve(job: ServeJob) -> int:
+    """Serve until Ctrl-C/SIGTERM (KeyboardInterrupt) or the container stops (ServerError)."""
+    if not 1 <= job.port <= 65535:
+        raise ConfigError(f"--port {job.port}: must be 1-65535")
+    if not engine.port_is_free(job.port):
+        raise ConfigError(f"--port {job.port}: 127.0.0.1:{job.port} is in use")
+    scratch = Path(tempfile.mkdtemp(prefix="dogbreed-model-"))
+    try:
+        scratch.chmod(0o755)  # the serve image reads the model as its own user
+        mount = model_dir(job.model, scratch)
+        client = engine.connect()
+        engine.require_image(client, job.image)
+        with engine.Run(
+            client, job.run_id or engine.new_run_id("serve"), "serve", STOP_TIMEOUT_S
+        ) as run:
+            _serve(run, job, mount)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+def _serve(run: engine.Run, job: ServeJob, mount: Path) -> None:
+    network = run.choose_network(job.network)
+    options: dict = {"volumes": {str(mount): {"bind": "/opt/ml/model", "mode": "ro"}}}
+    if network:
+        port_inside = CONTAINER_PORT
+        options["ports"] = {f"{CONTAINER_PORT}/tcp": ("127.0.0.1", job.port)}
+    else:
+        if job.port > MMS_MAX_PORT:
+            raise ConfigError(
+                f"--port {job.port}: the model server takes ports up to {MMS_MAX_PORT} "
+                "(host networking)"
+            )
+        port_inside = job.port
+    env = {**job.env, "SAGEMAKER_BIND_TO_PORT": str(port_inside)}
+    container = run.create(job.image, ["serve"], "endpoint", network, environment=env, **options)
+    run.start(container)
+    follower = engine.Follower(container, "endpoint")
+    follower.start()
+    url = f"http://127.0.0.1:{job.port}"
+    wait_for_ping(url, follower, job.wait_s)
+    print(f"endpoint: {url}  (GET /ping, POST /invocations; Ctrl-C stops it)", flush=True)
+    while follower.is_alive():
+        follower.join(0.5)
+    raise ServerError(f"the serve container stopped on its own (exit code {follower.exit_code})")
