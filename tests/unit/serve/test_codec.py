@@ -137,6 +137,51 @@ def test_any_body_is_an_answer_or_a_client_error(model, body, content_type):
         assert 400 <= http_status(exc) < 500, exc
 
 
+def encoded_images() -> dict[str, bytes]:
+    """One small photo-like image in every format a client might send."""
+    import numpy as np
+
+    pixels = np.random.default_rng(3).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    img = Image.fromarray(pixels)
+    out = {}
+    for fmt, mode in [("JPEG", "RGB"), ("PNG", "RGBA"), ("GIF", "P"), ("WEBP", "RGB"),
+                      ("BMP", "RGB"), ("TIFF", "RGB"), ("PNG", "I;16")]:  # fmt: skip
+        buf = io.BytesIO()
+        img.convert(mode).save(buf, fmt)
+        out[f"{fmt}-{mode}"] = buf.getvalue()
+    return out
+
+
+ENCODED = encoded_images()
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    name=st.sampled_from(sorted(ENCODED)),
+    cut=st.floats(0, 1),
+    flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=6),
+    as_json=st.booleans(),
+)
+def test_truncated_and_corrupted_images_are_answers_or_client_errors(
+    model, name, cut, flips, as_json
+):
+    """Real encodings, cut short and with bytes overwritten (headers included): never a 5xx."""
+    data = bytearray(ENCODED[name][: max(1, int(len(ENCODED[name]) * cut))])
+    for where, value in flips:
+        data[min(len(data) - 1, int(len(data) * where))] = value
+    body: bytes = bytes(data)
+    content_type = "image/jpeg"
+    if as_json:
+        body = json.dumps({"image": base64.b64encode(body).decode()}).encode()
+        content_type = "application/json"
+    try:
+        predict_fn(input_fn(body, content_type), model)
+    except DogbreedError as exc:
+        assert 400 <= http_status(exc) < 500, exc
+
+
 def test_a_pixel_bomb_batch_is_refused_from_the_headers(model):
     """Small files that decode to gigabytes: 413 before any is decoded."""
     import time
