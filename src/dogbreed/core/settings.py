@@ -159,15 +159,21 @@ def precision_choice(given: str | None, env: Mapping[str, str] | None = None) ->
 HOST_WAIT_S = "DOGBREED_HOST_WAIT_S"
 MASTER_PORT = "DOGBREED_MASTER_PORT"
 DIST_TIMEOUT = "DOGBREED_DIST_TIMEOUT"
+FINAL_WAIT_S = "DOGBREED_FINAL_WAIT_S"
 
 TRAIN_ENV = _vars(
     EnvVar(HOST_WAIT_S, "120", "seconds to wait for every host name to resolve"),
     EnvVar(MASTER_PORT, "29500", "port of the first host's rendezvous (multi-host jobs)"),
     EnvVar(
         DIST_TIMEOUT,
-        "600",
-        "seconds a collective waits for a peer before the job fails: long enough for a slow "
-        "host to load data, short enough that a dead peer ends the job instead of hanging it",
+        "120",
+        "seconds a collective waits for a peer before the job fails: a host that dies "
+        "mid-epoch ends the others within this (raise it when hosts start unevenly)",
+    ),
+    EnvVar(
+        FINAL_WAIT_S,
+        "3600",
+        "seconds the other hosts wait at the end while the first exports and quantizes the model",
     ),
 )
 

@@ -22,6 +22,9 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    # A gloo group with a long timeout for the one wait that is long on purpose:
+    # the other ranks at the end, while rank 0 exports and quantizes the model.
+    final_group: Any = None
 
     @property
     def enabled(self) -> bool:
@@ -43,7 +46,9 @@ def setup(device_kind: str) -> Dist:
         torch.cuda.set_device(local)
     timeout = datetime.timedelta(seconds=settings.env_int(settings.DIST_TIMEOUT, minimum=1))
     dist.init_process_group(backend=backend, timeout=timeout)
-    return Dist(rank=rank, world_size=world, local_rank=local)
+    final_wait = datetime.timedelta(seconds=settings.env_int(settings.FINAL_WAIT_S, minimum=1))
+    final_group = dist.new_group(backend="gloo", timeout=final_wait)
+    return Dist(rank=rank, world_size=world, local_rank=local, final_group=final_group)
 
 
 def teardown(d: Dist) -> None:
@@ -80,3 +85,10 @@ def broadcast(d: Dist, obj: Any) -> Any:
 def barrier(d: Dist) -> None:
     if d.enabled:
         dist.barrier()
+
+
+def final_barrier(d: Dist) -> None:
+    """Wait for rank 0's outputs (export, int8 calibration: minutes on a large model)
+    under DOGBREED_FINAL_WAIT_S, not the collective timeout that catches dead peers."""
+    if d.enabled:
+        dist.barrier(group=d.final_group)

@@ -112,7 +112,7 @@ def _run(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
     )
     if d.is_main:
         _write_outputs(ctx, results, monitor)
-    distributed.barrier(d)
+    distributed.final_barrier(d)
     return results
 
 
