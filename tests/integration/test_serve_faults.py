@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from support.containers import SERVE_IMAGE, docker, image_present
+from support.containers import SERVE_IMAGE, image_present
 from support.load import Load
 from support.servers import start_container, start_native, stop, wait_for_ping
 
@@ -187,7 +187,7 @@ def test_docker_stop_under_load_finishes_the_requests_taken(trained, tmp_path, i
         with Load(url, image, clients=4) as load:
             time.sleep(2)
             t0 = time.monotonic()
-            docker("kill", "--signal", "TERM", proc.container, timeout=30)
+            proc.container.kill(signal="SIGTERM")  # what docker stop sends first
             load.stop()
             code = proc.wait(timeout=40)
         taken = [a for a in load.answers if a.sent < t0 <= a.done]
@@ -195,5 +195,4 @@ def test_docker_stop_under_load_finishes_the_requests_taken(trained, tmp_path, i
         assert taken and all(a.status == 200 for a in load.answers), taken
         assert code == 0, log.read_text()[-2000:]
     finally:
-        docker("rm", "-f", proc.container, check=False, timeout=60)
-        stop(proc)
+        stop(proc)  # docker rm -f, by id

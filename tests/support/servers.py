@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 from dogbreed.core.errors import EndpointError
+from dogbreed.local.docker_engine import Follower, Run
 from dogbreed.serve.client import wait_until_healthy
-from support.containers import SERVE_IMAGE
+from support.containers import SERVE_IMAGE, Started, engine, mount, run_detached
 
 START_TIMEOUT_S = 180
 
@@ -51,7 +52,7 @@ def stop_server(proc: subprocess.Popen, own_session: bool = True, timeout: float
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def wait_for_ping(url: str, proc: subprocess.Popen, log: Path) -> float:
+def wait_for_ping(url: str, proc: subprocess.Popen | ContainerServer, log: Path) -> float:
     """Seconds until GET /ping answered 200; fails if the server died or never came up."""
     try:
         return wait_until_healthy(url, START_TIMEOUT_S, alive=lambda: proc.poll() is None)
@@ -59,9 +60,12 @@ def wait_for_ping(url: str, proc: subprocess.Popen, log: Path) -> float:
         raise AssertionError(f"{exc}:\n{log.read_text()[-3000:]}") from None
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """A native server goes with its session; a container's `docker run` by itself."""
-    stop_server(proc, own_session=getattr(proc, "own_session", False))
+def stop(proc: subprocess.Popen | ContainerServer) -> None:
+    """A native server goes with its session; a container is removed by id (`docker rm -f`)."""
+    if isinstance(proc, ContainerServer):
+        proc.remove()
+    else:
+        stop_server(proc, own_session=getattr(proc, "own_session", False))
 
 
 def start_native(
@@ -98,31 +102,45 @@ def start_native(
     return f"http://127.0.0.1:{port}", proc, log
 
 
-def start_container(model_dir: Path, tmp: Path) -> tuple[str, subprocess.Popen, Path]:
+class ContainerServer(Started):
+    """The serve container: its log streamed into a file, removed by id with its own Run."""
+
+    def __init__(self, run: Run, container, log: Path) -> None:
+        super().__init__(container)
+        self.run = run
+        self._log = log.open("w")
+        self._follower = Follower(self.container, "serve", out=self._log)
+        self._follower.start()
+
+    def remove(self) -> None:
+        try:
+            self.run.remove_all()
+            self._follower.join(timeout=10)
+        finally:
+            self._log.close()
+
+
+def start_container(model_dir: Path, tmp: Path) -> tuple[str, ContainerServer, Path]:
     """The serve image as SageMaker runs it: `docker run IMAGE serve`, model in /opt/ml/model."""
     port = free_port()
     model_dir.chmod(0o755)  # the image's non-root user reads it
     log = tmp / "server.log"
     name = f"dogbreed-test-serve-{port}"
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [
-                "docker",
-                "run",
-                "--rm",
-                "--name",
-                name,
-                "--network",
-                "host",
-                f"--env=SAGEMAKER_BIND_TO_PORT={port}",
-                "--env=SAGEMAKER_MODEL_SERVER_WORKERS=2",
-                "-v",
-                f"{model_dir}:/opt/ml/model:ro",
-                SERVE_IMAGE,
-                "serve",
-            ],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    proc.container = name
-    return f"http://127.0.0.1:{port}", proc, log
+    run = Run(engine(), name, "serve", stop_timeout=0)  # removal is `docker rm -f`
+    try:
+        container = run_detached(
+            run,
+            SERVE_IMAGE,
+            ["serve"],
+            name=name,
+            network_mode="host",
+            environment={
+                "SAGEMAKER_BIND_TO_PORT": str(port),
+                "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
+            },
+            volumes=mount(model_dir, "/opt/ml/model", read_only=True),
+        ).container
+    except BaseException:
+        run.remove_all()
+        raise
+    return f"http://127.0.0.1:{port}", ContainerServer(run, container, log), log

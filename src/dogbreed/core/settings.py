@@ -166,7 +166,7 @@ TRAIN_ENV = _vars(
     EnvVar(MASTER_PORT, "29500", "port of the first host's rendezvous (multi-host jobs)"),
     EnvVar(
         DIST_TIMEOUT,
-        "120",
+        "90",
         "seconds a collective waits for a peer before the job fails: a host that dies "
         "mid-epoch ends the others within this (raise it when hosts start unevenly)",
     ),
