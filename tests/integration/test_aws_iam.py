@@ -13,17 +13,10 @@ import pytest
 from dogbreed.aws import policies
 from dogbreed.aws.context import Names
 from dogbreed.aws.operator_policy import operator_policy
-from support.aws import ACCOUNT, REGION, use_moto
+from support.aws import ACCOUNT, CONFIG, DATA, REGION, use_moto
 from support.cli import run_cli
 from support.iam_check import allows, needs, policy_actions, run_verb
 
-DATA = "s3://dogs-bucket/dogImages"
-CONFIG = {
-    "region": REGION,
-    "data": DATA,
-    "output": "s3://dogs-bucket/output",
-    "checkpoints": "s3://dogs-bucket/checkpoints",
-}
 IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed:abc1234"
 FOREIGN_TRUST = {
     "Version": "2012-10-17",

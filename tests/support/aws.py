@@ -10,6 +10,14 @@ from dogbreed.aws.context import Ctx, Names
 
 ACCOUNT = "123456789012"  # moto's account
 REGION = "us-east-1"
+DATA = "s3://dogs-bucket/dogImages"
+# A deployment's settings file, as the tests write it (the rest: defaults.json).
+CONFIG = {
+    "region": REGION,
+    "data": DATA,
+    "output": "s3://dogs-bucket/output",
+    "checkpoints": "s3://dogs-bucket/checkpoints",
+}
 
 
 def offline_ctx(service: str) -> tuple[Ctx, object]:

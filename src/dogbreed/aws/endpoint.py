@@ -289,6 +289,12 @@ def scaling_target(ctx: Ctx) -> dict[str, str]:
     }
 
 
+def scale_settings(ctx: Ctx, opts: ScaleOptions) -> dict[str, Any]:
+    """The flags given, the config's `autoscale` section for the rest."""
+    cfg = ctx.config["autoscale"]
+    return {k: cfg[k] if v is None else v for k, v in vars(opts).items()}
+
+
 def cmd_autoscale(ctx: Ctx, opts: ScaleOptions) -> None:
     endpoint = ctx.find("sagemaker", "describe_endpoint", EndpointName=ctx.names.endpoint)
     if endpoint is not None and is_serverless(endpoint):
@@ -297,8 +303,7 @@ def cmd_autoscale(ctx: Ctx, opts: ScaleOptions) -> None:
             "its max concurrency (aws deploy --serverless --max-concurrency C); autoscale is "
             "for instance endpoints"
         )
-    cfg = ctx.config["autoscale"]
-    pick = {k: cfg[k] if v is None else v for k, v in vars(opts).items()}
+    pick = scale_settings(ctx, opts)
     _ensure_target(ctx, pick["min"], pick["max"])
     _ensure_policy(
         ctx,

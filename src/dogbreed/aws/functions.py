@@ -81,7 +81,6 @@ def lambda_zip() -> bytes:
 
 def cmd_lambda(ctx: Ctx, opts: LambdaOptions) -> str | None:
     """Function, version, alias, concurrency and function URL; the URL (None in a dry run)."""
-    cfg = ctx.config["lambda"]
     zip_bytes = _read_file(opts.zip_path, "--zip") if opts.zip_path else lambda_zip()
     sha = base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
     serverless = opts.serverless
@@ -92,12 +91,15 @@ def cmd_lambda(ctx: Ctx, opts: LambdaOptions) -> str | None:
     _ensure_function(ctx, zip_bytes, sha, settings)
     _wait_function(ctx)
     _publish_and_alias(ctx, sha)
-    _concurrency(
-        ctx,
-        cfg["reserved"] if opts.reserved is None else opts.reserved,
-        cfg["provisioned"] if opts.provisioned is None else opts.provisioned,
-    )
+    _concurrency(ctx, *concurrency_settings(ctx, opts))
     return ensure_function_url(ctx, opts.public_url)
+
+
+def concurrency_settings(ctx: Ctx, opts: LambdaOptions) -> tuple[int, int]:
+    """(reserved, provisioned): the flags given, else the config's `lambda` section."""
+    cfg = ctx.config["lambda"]
+    reserved = cfg["reserved"] if opts.reserved is None else opts.reserved
+    return reserved, cfg["provisioned"] if opts.provisioned is None else opts.provisioned
 
 
 def function_settings(

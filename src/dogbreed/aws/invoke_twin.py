@@ -17,6 +17,8 @@ import threading
 import urllib.error
 import urllib.request
 
+from dogbreed.core.errors import ServerError
+
 MODEL_ERROR_TYPE = "ModelError:http://internal.amazon.com/coral/com.amazon.sagemaker/"
 PATH_RE = re.compile(r"^/endpoints/([^/]+)/invocations$")
 
@@ -90,20 +92,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._error(503, "ServiceUnavailable", {"message": f"model unreachable: {exc}"})
 
 
-class InvokeEndpointGateway(http.server.ThreadingHTTPServer):
-    """Serves endpoint names -> model server base URLs on 127.0.0.1:port (0 = any)."""
+class LoopbackServer(http.server.ThreadingHTTPServer):
+    """An HTTP twin of an AWS front door on 127.0.0.1:port (0: any free port), served
+    from a daemon thread."""
 
     daemon_threads = True
 
-    def __init__(self, endpoints: dict[str, str], port: int = 0, timeout_s: float = 60) -> None:
-        super().__init__(("127.0.0.1", port), _Handler)
-        self.endpoints = {k: v.rstrip("/") for k, v in endpoints.items()}
-        self.timeout_s = timeout_s
+    def __init__(self, port: int, handler_class: type[http.server.BaseHTTPRequestHandler]) -> None:
+        try:
+            super().__init__(("127.0.0.1", port), handler_class)
+        except OSError as exc:
+            raise ServerError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def start(self) -> InvokeEndpointGateway:
-        threading.Thread(target=self.serve_forever, name="gateway", daemon=True).start()
+    def start(self):
+        threading.Thread(target=self.serve_forever, name=type(self).__name__, daemon=True).start()
         return self
+
+
+class InvokeEndpointGateway(LoopbackServer):
+    """Serves endpoint names -> model server base URLs."""
+
+    def __init__(self, endpoints: dict[str, str], port: int = 0, timeout_s: float = 60) -> None:
+        super().__init__(port, _Handler)
+        self.endpoints = {k: v.rstrip("/") for k, v in endpoints.items()}
+        self.timeout_s = timeout_s

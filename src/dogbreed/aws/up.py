@@ -36,8 +36,15 @@ from dogbreed.aws.endpoint import (
     cmd_autoscale,
     cmd_deploy,
     make_plan,
+    scale_settings,
 )
-from dogbreed.aws.functions import ALIAS, LambdaOptions, cmd_lambda, s3_input_prefix
+from dogbreed.aws.functions import (
+    ALIAS,
+    LambdaOptions,
+    cmd_lambda,
+    concurrency_settings,
+    s3_input_prefix,
+)
 from dogbreed.aws.policies import deployment_uri, split_s3
 from dogbreed.aws.roles import cmd_iam
 from dogbreed.aws.storage import UploadOptions, cmd_upload_data
@@ -251,16 +258,11 @@ def _endpoint(ctx: Ctx, opts: DeployOptions, plan: Plan) -> tuple[dict | None, s
     return endpoint, f"endpoint {ctx.names.endpoint}: {state} ({capacity(plan)})"
 
 
-def _scale_settings(ctx: Ctx, opts: ScaleOptions) -> dict[str, Any]:
-    cfg = ctx.config["autoscale"]
-    return {k: cfg[k] if v is None else v for k, v in vars(opts).items()}
-
-
 def _autoscaling(ctx: Ctx, opts: ScaleOptions, plan: Plan) -> tuple[None, str]:
     if plan.serverless:
         return None, "autoscaling: none (serverless: SageMaker scales it up to its max concurrency)"
     cmd_autoscale(ctx, opts)
-    s = _scale_settings(ctx, opts)
+    s = scale_settings(ctx, opts)
     return None, (
         f"autoscaling {ctx.names.scaling_resource}: {s['min']}-{s['max']} instances, target "
         f"{s['target']:g} invocations per instance a minute"
@@ -277,9 +279,7 @@ def _alarms(ctx: Ctx) -> tuple[None, str]:
 
 def _lambda(ctx: Ctx, opts: LambdaOptions, plan: Plan) -> tuple[str | None, str]:
     url = cmd_lambda(ctx, replace(opts, serverless=plan.serverless))
-    cfg = ctx.config["lambda"]
-    reserved = cfg["reserved"] if opts.reserved is None else opts.reserved
-    provisioned = cfg["provisioned"] if opts.provisioned is None else opts.provisioned
+    reserved, provisioned = concurrency_settings(ctx, opts)
     door = url or "made by a real run"
     return url, (
         f"Lambda {ctx.names.function}:{ALIAS}: reserved concurrency {reserved}, provisioned "
@@ -314,7 +314,7 @@ def hourly_cost(plan: Plan, scale_max: int | None = None) -> tuple[float | None,
 def _summary(
     ctx: Ctx, plan: Plan, endpoint: dict | None, url: str | None, scale: ScaleOptions
 ) -> Summary:
-    scale_max = None if plan.serverless else _scale_settings(ctx, scale)["max"]
+    scale_max = None if plan.serverless else scale_settings(ctx, scale)["max"]
     per_hour, line = hourly_cost(plan, scale_max)
     status = endpoint["EndpointStatus"] if endpoint else "dry run"
     return Summary(ctx.names.endpoint, status, url, per_hour, line)

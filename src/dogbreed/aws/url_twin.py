@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from dogbreed.core.errors import ServerError
+from dogbreed.aws.invoke_twin import LoopbackServer
 
 MAX_BODY = 6 * 1024 * 1024  # a function URL refuses larger requests (Lambda's payload limit)
 TEXT_TYPES = ("application/json", "application/xml", "application/x-www-form-urlencoded")
@@ -78,23 +78,14 @@ class _Request(http.server.BaseHTTPRequestHandler):
     do_GET = do_POST = _call
 
 
-class FunctionUrlTwin(http.server.ThreadingHTTPServer):
-    """Serves `handler` on 127.0.0.1:port (0: any free port) as a function URL would."""
-
-    daemon_threads = True
+class FunctionUrlTwin(LoopbackServer):
+    """Serves `handler` as a function URL would, one request at a time as Lambda runs them."""
 
     def __init__(self, handler: Handler, port: int = 0) -> None:
-        try:
-            super().__init__(("127.0.0.1", port), _Request)
-        except OSError as exc:
-            raise ServerError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
+        super().__init__(port, _Request)
         self.handler = handler
         self.lock = threading.Lock()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/"
-
-    def start(self) -> FunctionUrlTwin:
-        threading.Thread(target=self.serve_forever, name="function-url", daemon=True).start()
-        return self
+        return super().url + "/"  # the page is at the root

@@ -12,16 +12,10 @@ import pytest
 from dogbreed.aws import functions
 from dogbreed.aws.context import Ctx, Names
 from dogbreed.aws.status import MISSING, Row, table, to_json
-from support.aws import ACCOUNT, REGION, offline_ctx
+from support.aws import ACCOUNT, CONFIG, REGION, offline_ctx
 from support.iam_check import run_verb, without_credentials
 
 NAME = "Dogs"
-CONFIG = {
-    "region": REGION,
-    "data": "s3://dogs-bucket/dogImages",
-    "output": "s3://dogs-bucket/output",
-    "checkpoints": "s3://dogs-bucket/checkpoints",
-}
 SERVE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-serve:abc1234"
 
 

@@ -15,7 +15,7 @@ import pytest
 from dogbreed.aws.context import Names
 from dogbreed.aws.operator_policy import operator_policy
 from dogbreed.cli.main import main
-from support.aws import ACCOUNT, REGION
+from support.aws import ACCOUNT, CONFIG, DATA, REGION
 from support.iam_check import (
     allows,
     aws_verbs,
@@ -26,13 +26,6 @@ from support.iam_check import (
 )
 
 NAME = "Dogs"  # upper case on purpose: IAM matches SageMaker ARNs in lower case
-DATA = "s3://dogs-bucket/dogImages"
-CONFIG = {
-    "region": REGION,
-    "data": DATA,
-    "output": "s3://dogs-bucket/output",
-    "checkpoints": "s3://dogs-bucket/checkpoints",
-}
 IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed:abc1234"
 # Runs beyond each verb with its required arguments: flags that take another path.
 VARIANTS = {

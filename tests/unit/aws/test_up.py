@@ -20,19 +20,13 @@ from dogbreed.aws.endpoint import DeployOptions, ScaleOptions, make_plan
 from dogbreed.aws.functions import LambdaOptions
 from dogbreed.aws.training import TrainOptions
 from dogbreed.core.errors import AwsError
-from support.aws import ACCOUNT, REGION, offline_ctx
+from support.aws import ACCOUNT, CONFIG, REGION, offline_ctx
 from support.iam_check import run_verb, without_credentials
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 NAME = "Dogs"
 TRAIN = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-train:abc1234"
 SERVE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-serve:abc1234"
-CONFIG = {
-    "region": REGION,
-    "data": "s3://dogs-bucket/dogImages",
-    "output": "s3://dogs-bucket/output",
-    "checkpoints": "s3://dogs-bucket/checkpoints",
-}
 # The chain's writes, in the order a first `up` sends them.
 CHAIN = [
     "s3.put_object",
