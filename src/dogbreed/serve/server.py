@@ -40,7 +40,12 @@ from pathlib import Path
 from dogbreed.core import settings
 from dogbreed.core.errors import ConfigError, ServerError
 from dogbreed.serve.predictor import Predictor
-from dogbreed.serve.supervisor import Supervisor, graceful_sigterm, interrupt_stops
+from dogbreed.serve.supervisor import (
+    FRONT_END_GONE,
+    Supervisor,
+    graceful_sigterm,
+    interrupt_stops,
+)
 
 log = logging.getLogger(__name__)
 HANDLER_SERVICE = "dogbreed.serve.handler_service"
@@ -233,7 +238,8 @@ def serve(model_dir: Path, options: ServeOptions | None = None) -> None:
     stopped = threading.Event()  # set by SIGTERM, Ctrl-C or cleanup: the stop is ours
     graceful_sigterm(model_server, stopped, inflight, settings.env_float(settings.DRAIN_S))
     interrupt_stops(stopped)
-    Supervisor(stopped, settings.env_float(settings.WORKER_TIMEOUT_S, minimum=1)).start()
+    watch = Supervisor(stopped, settings.env_float(settings.WORKER_TIMEOUT_S, minimum=1))
+    watch.start()
     try:
         try:
             model_server.start_model_server(handler_service=opts.handler_service)
@@ -242,7 +248,9 @@ def serve(model_dir: Path, options: ServeOptions | None = None) -> None:
         except Exception as exc:  # the toolkit raises bare Exceptions when MMS will not start
             raise ServerError(f"the model server did not start: {exc}") from None
         if not stopped.is_set():  # a supervisor must not read this as a clean stop
-            raise ServerError("the model server stopped on its own; its log above says why")
+            # The toolkit waits on the Java front end, so returning by itself means
+            # Java is gone; the watch thread may not have looked yet (it polls).
+            raise ServerError(watch.fatal or FRONT_END_GONE)
     finally:
         # Stopped (SIGTERM), interrupted (Ctrl-C) or failed: end the watch, leave no worker behind.
         stopped.set()
