@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import re
 import time
 import uuid
@@ -27,6 +26,7 @@ from support.containers import (
     run_detached,
     run_once,
 )
+from support.servers import free_port
 
 pytestmark = pytest.mark.skipif(
     not image_present(TRAIN_IMAGE), reason=f"{TRAIN_IMAGE} not built (make build)"
@@ -119,7 +119,7 @@ def two_hosts(
     tiny_data: Path, tmp_path: Path, hps: dict, interface: str = "lo"
 ) -> tuple[dict, dict]:
     """Trees and run settings for a 2-host job on loopback."""
-    port = str(random.randrange(20000, 30000))
+    port = str(free_port())
     hosts = ("algo-1", "algo-2")
     trees = {
         h: opt_ml(tmp_path / h, tiny_data, hps, host=h, hosts=hosts, interface=interface)

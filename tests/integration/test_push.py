@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import re
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ import pytest
 import requests
 
 from support.containers import SERVE_IMAGE, engine, image_present, remove_image
+from support.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def registry(tmp_path):
-    port = random.randrange(20000, 30000)
+    port = free_port()
     config = tmp_path / "config.yml"
     config.write_text(f"""version: 0.1
 storage:

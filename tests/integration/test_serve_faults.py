@@ -49,7 +49,21 @@ def wait_for_workers(pid: int, count: int = 2, timeout: float = 60) -> dict:
 
 
 def left_behind(procs: list[psutil.Process]) -> list[int]:
-    return [p.pid for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    return [p.pid for p in procs if alive(p)]
+
+
+def alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:  # gone between the two questions
+        return False
+
+
+def wait_for_log(log, text: str, timeout: float = 10) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return log.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +91,12 @@ def test_killed_workers_come_back_under_load(trained, tmp_path, image, victim):
             time.sleep(1)
         errors = load.errors(t0)
         print(f"kill -9 {victim}: {len(errors)} errors, serving again after {recovered} s")
-        assert recovered is not None and recovered < 15, log.read_text()[-3000:]
+        # The front end retries a dead worker's socket with back-off (1, 2, 3, 5, 8 s ...)
+        assert recovered is not None and recovered < 25, log.read_text()[-3000:]
         assert len(errors) <= 4, errors  # the requests those workers held, no more
         assert proc.poll() is None, log.read_text()[-3000:]
         if victim != "one worker":
-            assert "started it again" in log.read_text()
+            assert "started it again" in wait_for_log(log, "started it again")
         wait_for_workers(proc.pid)  # back to full strength
     finally:
         stop(proc)
@@ -131,7 +146,7 @@ def test_no_worker_for_the_timeout_ends_serve_non_zero(trained, tmp_path):
         took = time.monotonic() - last_kill
         print(f"workers killed as they came back: exit {code}, {took:.1f} s after the last kill")
         assert code == 9, log.read_text()[-3000:]
-        assert took < timeout_s + 5
+        assert took < timeout_s + 15  # the wait, then stopping Java and the rest
         assert "no model worker could answer" in log.read_text()
         assert log.read_text().count("started it again") == 3
     finally:
@@ -148,8 +163,9 @@ def test_sigterm_under_load_finishes_the_requests_taken(trained, tmp_path, image
         with Load(url, image, clients=4) as load:
             time.sleep(2)
             t0 = time.monotonic()
+            load.stop_sending()  # the load balancer routes nothing more, then SIGTERM
             proc.send_signal(signal.SIGTERM)
-            load.stop()  # the load balancer sends nothing more
+            load.stop()
             code = proc.wait(timeout=30)
             took = time.monotonic() - t0
         taken = [a for a in load.answers if a.sent < t0 <= a.done]
@@ -187,6 +203,7 @@ def test_docker_stop_under_load_finishes_the_requests_taken(trained, tmp_path, i
         with Load(url, image, clients=4) as load:
             time.sleep(2)
             t0 = time.monotonic()
+            load.stop_sending()
             proc.container.kill(signal="SIGTERM")  # what docker stop sends first
             load.stop()
             code = proc.wait(timeout=40)

@@ -16,6 +16,13 @@ import pytest
 from support.servers import start_native, stop, wait_for_ping
 
 
+def command(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()[:2]
+    except psutil.Error:  # gone since it was listed
+        return []
+
+
 def session_members(sid: int) -> list[psutil.Process]:
     members = []
     for proc in psutil.process_iter():
@@ -41,8 +48,10 @@ def test_stop_leaves_no_worker_behind(trained, tmp_path, how, exit_codes):
             while "on port" not in log.read_text() and time.monotonic() < deadline:
                 time.sleep(0.05)
         else:
-            wait_for_ping(url, proc, log)
-            time.sleep(3)  # every worker up
+            wait_for_ping(url, proc, log)  # Java answers /ping before the workers are up
+            deadline = time.monotonic() + 60
+            while len(session_members(proc.pid)) < 4 and time.monotonic() < deadline:
+                time.sleep(0.2)
             assert len(session_members(proc.pid)) >= 4  # us, Java, two workers
         if how == "ctrl-c":  # the terminal signals the whole foreground group
             os.killpg(proc.pid, signal.SIGINT)
@@ -52,7 +61,7 @@ def test_stop_leaves_no_worker_behind(trained, tmp_path, how, exit_codes):
         deadline = time.monotonic() + 10
         while session_members(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        left = [p.cmdline()[:2] for p in session_members(proc.pid)]
+        left = [command(p) for p in session_members(proc.pid)]
         assert not left, left
     finally:
         stop(proc)  # a backstop only: kills the session if anything is left
@@ -63,14 +72,14 @@ def test_a_front_end_that_dies_ends_serve_non_zero(trained, tmp_path):
     url, proc, log = start_native(trained[0] / "model", tmp_path)
     try:
         wait_for_ping(url, proc, log)
-        java = [p for p in session_members(proc.pid) if "java" in " ".join(p.cmdline()[:1])]
-        assert java, [p.cmdline()[:2] for p in session_members(proc.pid)]
+        java = [p for p in session_members(proc.pid) if "java" in " ".join(command(p)[:1])]
+        assert java, [command(p) for p in session_members(proc.pid)]
         java[0].kill()
         assert proc.wait(timeout=30) == 9, log.read_text()[-2000:]
         assert "exited on its own" in log.read_text()
         deadline = time.monotonic() + 10
         while session_members(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not [p.cmdline()[:2] for p in session_members(proc.pid)]
+        assert not [command(p) for p in session_members(proc.pid)]
     finally:
         stop(proc)

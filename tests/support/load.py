@@ -38,9 +38,13 @@ class Load:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    def stop_sending(self) -> None:
+        """No new request from now on (the ones in flight go on)."""
+        self._stop.set()
+
     def stop(self) -> None:
         """No new request from now on; wait for the ones in flight."""
-        self._stop.set()
+        self.stop_sending()
         for thread in self._threads:
             thread.join(timeout=60)
 

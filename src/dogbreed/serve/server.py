@@ -43,6 +43,7 @@ from dogbreed.serve.predictor import Predictor
 from dogbreed.serve.supervisor import (
     FRONT_END_GONE,
     Supervisor,
+    find_front_end,
     graceful_sigterm,
     interrupt_stops,
 )
@@ -235,6 +236,9 @@ def serve(model_dir: Path, options: ServeOptions | None = None) -> None:
     # Until the toolkit installs its own handler (forward to MMS, then return),
     # SIGTERM unwinds through the cleanup below instead of killing us outright.
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    # The drain takes over SIGTERM once the toolkit has found MMS: let it look among our
+    # own processes ten times a second, not the whole machine's once a second.
+    model_server._retry_retrieve_mms_server_process = find_front_end
     stopped = threading.Event()  # set by SIGTERM, Ctrl-C or cleanup: the stop is ours
     graceful_sigterm(model_server, stopped, inflight, settings.env_float(settings.DRAIN_S))
     interrupt_stops(stopped)
@@ -250,6 +254,7 @@ def serve(model_dir: Path, options: ServeOptions | None = None) -> None:
         if not stopped.is_set():  # a supervisor must not read this as a clean stop
             # The toolkit waits on the Java front end, so returning by itself means
             # Java is gone; the watch thread may not have looked yet (it polls).
+            stopped.set()  # ends the watch before its wake-up signal can land in the clean-up
             raise ServerError(watch.fatal or FRONT_END_GONE)
     finally:
         # Stopped (SIGTERM), interrupted (Ctrl-C) or failed: end the watch, leave no worker behind.

@@ -53,9 +53,10 @@ MAX_RESTARTS = 3
 # SageMaker's own allowance for the first /ping 200 after the container starts.
 STARTUP_S = 240.0
 RESTART_WINDOW_S = 600.0
-# A request between the front end's queue and a worker is invisible for microseconds:
-# "idle" is no request in any worker for this long.
-QUIET_S = 0.3
+# A request between the front end's queue and a worker is invisible: for microseconds,
+# longer when the JVM pauses on a busy machine. "Idle" is no request in any worker for
+# this long (well inside the 30 s SageMaker allows after SIGTERM).
+QUIET_S = 1.0
 FRONT_END_GONE = "the model server's front end (Java) exited on its own; its log above says why"
 
 
@@ -94,6 +95,22 @@ def look(restarted: frozenset[int] = frozenset()) -> Tree:
             else:
                 workers += 1
     return Tree(front_end, backend, workers)
+
+
+def find_front_end(timeout_s: float, poll_s: float = 0.1) -> psutil.Process:
+    """The Java front end among our own descendants, once it has started.
+
+    Stands in for the toolkit's search, which scans every process on the machine
+    once a second: until it returns, SIGTERM cannot drain (see graceful_sigterm),
+    and the front end may already be answering /ping by then.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        front_end = look().front_end
+        if front_end is not None:
+            return front_end
+        time.sleep(poll_s)
+    raise ServerError(f"the model server's front end did not start within {timeout_s:.0f} s")
 
 
 @dataclass
@@ -205,6 +222,7 @@ class Supervisor:
 
     def _on_fatal(self, signo, frame) -> None:
         if self.fatal and not self.stopped.is_set():  # not once cleanup began
+            self.stopped.set()  # no further wake-up may land in the clean-up
             raise ServerError(self.fatal)
 
 
@@ -244,18 +262,24 @@ def graceful_sigterm(
     add_handler = model_server._add_sigterm_handler
 
     def add_draining_handler(mms_process) -> None:
-        add_handler(mms_process)
-        forward = signal.getsignal(signal.SIGTERM)
+        # A SIGTERM between the toolkit's handler and ours would skip the drain
+        # and read as a crash: hold it until ours is in place.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            add_handler(mms_process)
+            forward = signal.getsignal(signal.SIGTERM)
 
-        def on_sigterm(signo, frame) -> None:
-            if stopped.is_set():  # a second SIGTERM: stop now
-                forward(signo, frame)
-                return
-            stopped.set()
-            log.info("SIGTERM: finishing the requests already taken (at most %.0f s)", limit_s)
-            drain_then(lambda: forward(signo, None), inflight, limit_s)
+            def on_sigterm(signo, frame) -> None:
+                if stopped.is_set():  # a second SIGTERM: stop now
+                    forward(signo, frame)
+                    return
+                stopped.set()
+                log.info("SIGTERM: finishing the requests already taken (at most %.0f s)", limit_s)
+                drain_then(lambda: forward(signo, None), inflight, limit_s)
 
-        signal.signal(signal.SIGTERM, on_sigterm)
+            signal.signal(signal.SIGTERM, on_sigterm)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
     model_server._add_sigterm_handler = add_draining_handler
 

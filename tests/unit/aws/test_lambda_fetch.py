@@ -23,7 +23,7 @@ from dogbreed.aws import lambda_function as lf
 HOST = "dogs.test"
 DRIP_S = 0.3
 DEADLINE_S = 1.0
-MARGIN_S = 0.5
+MARGIN_S = 1.5  # a busy machine's set-up; the drip alone would hold about 18 s
 
 
 @pytest.mark.parametrize(

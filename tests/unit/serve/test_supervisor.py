@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from types import SimpleNamespace
 
 import pytest
 
+from dogbreed.core.errors import ServerError
 from dogbreed.serve import supervisor
 from dogbreed.serve.supervisor import MAX_RESTARTS, BackendSpec, Supervisor, Tree, drain_then
 from dogbreed.serve.worker_load import WorkerLoad
@@ -116,3 +119,22 @@ def test_drain_with_nothing_in_flight_stops_at_once(tmp_path):
 def test_the_backend_is_found_among_our_children():
     tree = supervisor.look()  # the test process has no model server below it
     assert tree == Tree(None, None, 0)
+
+
+def test_the_front_end_is_found_among_our_children_within_a_poll():
+    # A stand-in whose command line names the front end's main class, as Java's does.
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(30)", supervisor.FRONT_END_MAIN]
+    )
+    try:
+        t0 = time.monotonic()
+        assert supervisor.find_front_end(timeout_s=10, poll_s=0.05).pid == child.pid
+        assert time.monotonic() - t0 < 5
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_no_front_end_is_one_clear_error():
+    with pytest.raises(ServerError, match="did not start within 0 s"):
+        supervisor.find_front_end(timeout_s=0.2, poll_s=0.05)
