@@ -7,7 +7,9 @@ concurrency 1, 2, 4 and 8 from threads on loopback, and prints p50/p95/p99
 latency, requests/s, errors and the server's resident memory (Java front end
 plus workers) idle and under load. Also prints the bare compute time of each
 model (ONNX Runtime fp32 and int8, torch eager; batch 1, no HTTP, no decode)
-measured in the same run.
+measured in the same run. At each level it also splits the cores' time per
+answered request: the clients (this process, on the same cores), the `serve`
+process, the Java front end, the workers, and what stayed idle.
 
     python bench/serve_latency.py [--model-dir DIR] [--requests 40] [--precisions fp32,int8]
     python bench/serve_latency.py --soak-minutes 10 [--soak-concurrency 8]
@@ -29,6 +31,7 @@ its int8 model calibrated on the benchmark's images.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -98,6 +101,32 @@ def mms_rss_mb() -> float:
             except psutil.Error:
                 continue
     return total / 2**20
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def cpu_seconds(server_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each party on this machine: the
+    benchmark's clients (this process), the `serve` process (its supervisor), the
+    Java front end and the Python workers. The clients share the cores with the server."""
+
+    def used(proc: psutil.Process) -> float:
+        try:
+            times = proc.cpu_times()
+            return times.user + times.system
+        except psutil.Error:  # gone since it was listed
+            return 0.0
+
+    out = {"client": used(psutil.Process()), "serve": used(psutil.Process(server_pid))}
+    out["front_end"] = out["workers"] = 0.0
+    for p in psutil.process_iter(["cmdline"]):
+        if MMS_CLASS in (p.info["cmdline"] or []):
+            out["front_end"] += used(p)
+            with contextlib.suppress(psutil.Error):
+                out["workers"] += sum(used(c) for c in p.children(recursive=True))
+    return out
 
 
 class Server:
@@ -189,6 +218,7 @@ def drive(
         "rps": len(latencies) / wall,
         "errors": errors,
         "n": len(latencies),
+        "wall_s": wall,
     }
 
 
@@ -299,10 +329,17 @@ def bench_server(
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
-            result["levels"][c] = drive(server.url, images, c, requests_per_level * max(1, c // 2))
+            before = cpu_seconds(server.proc.pid)
+            level = drive(server.url, images, c, requests_per_level * max(1, c // 2))
+            after = cpu_seconds(server.proc.pid)
             stop.set()
             sampler.join()
-            result["levels"][c]["rss_peak_mb"] = peak[0]
+            level["rss_peak_mb"] = peak[0]
+            # Where the cores went, per answered request (ms): who uses the capacity.
+            n = max(1, level["n"])
+            level["cpu_ms"] = {k: (after[k] - before[k]) / n * 1000 for k in before}
+            level["cpu_ms"]["available"] = level["wall_s"] * usable_cores() / n * 1000
+            result["levels"][c] = level
         return result
     finally:
         server.stop()
@@ -327,7 +364,7 @@ def main() -> None:
     parser.add_argument("--soak-concurrency", type=int, default=8, help="clients in the soak")
     args = parser.parse_args()
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     with tempfile.TemporaryDirectory() as tmp:
         paths = make_images(Path(tmp))
         images = [p.read_bytes() for p in paths]
@@ -355,6 +392,13 @@ def main() -> None:
                     f"  {name} concurrency={c} p50_ms={lv['p50']:.1f} p95_ms={lv['p95']:.1f} "
                     f"p99_ms={lv['p99']:.1f} rps={lv['rps']:.2f} errors={lv['errors']} "
                     f"n={lv['n']} rss_peak_mb={lv['rss_peak_mb']:.0f}"
+                )
+                cpu = lv["cpu_ms"]
+                idle = cpu["available"] - sum(v for k, v in cpu.items() if k != "available")
+                print(
+                    "    cpu_ms_per_request "
+                    + " ".join(f"{k}={v:.1f}" for k, v in cpu.items() if k != "available")
+                    + f" idle={idle:.1f} (of {cpu['available']:.1f} the cores had)"
                 )
         course = results["course"]["levels"]
         for p in precisions:
