@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import subprocess
 import threading
@@ -253,33 +254,28 @@ def drain_then(stop: Callable[[], None], inflight: Path, limit_s: float) -> thre
 def graceful_sigterm(
     model_server, stopped: threading.Event, inflight: Path, limit_s: float
 ) -> None:
-    """On SIGTERM, finish the requests already taken, then let the toolkit stop MMS.
+    """On SIGTERM, finish the requests already taken, then stop MMS as the toolkit does.
 
-    The toolkit installs its own handler once it has found MMS (forward SIGTERM,
-    then return as when MMS dies by itself); ours wraps it: note the stop (so a
-    clean exit is told from a crash), drain, then forward.
+    The toolkit installs its own handler once it has found MMS (forward SIGTERM to
+    it, then return as when MMS dies by itself). Ours takes its place in one step,
+    so that no SIGTERM can reach the toolkit's and skip the drain: note the stop
+    (so a clean exit is told from a crash), drain, then forward.
     """
-    add_handler = model_server._add_sigterm_handler
 
     def add_draining_handler(mms_process) -> None:
-        # A SIGTERM between the toolkit's handler and ours would skip the drain
-        # and read as a crash: hold it until ours is in place.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        try:
-            add_handler(mms_process)
-            forward = signal.getsignal(signal.SIGTERM)
+        def forward() -> None:
+            with contextlib.suppress(OSError):
+                os.kill(mms_process.pid, signal.SIGTERM)
 
-            def on_sigterm(signo, frame) -> None:
-                if stopped.is_set():  # a second SIGTERM: stop now
-                    forward(signo, frame)
-                    return
-                stopped.set()
-                log.info("SIGTERM: finishing the requests already taken (at most %.0f s)", limit_s)
-                drain_then(lambda: forward(signo, None), inflight, limit_s)
+        def on_sigterm(signo, frame) -> None:
+            if stopped.is_set():  # a second SIGTERM: stop now
+                forward()
+                return
+            stopped.set()
+            log.info("SIGTERM: finishing the requests already taken (at most %.0f s)", limit_s)
+            drain_then(forward, inflight, limit_s)
 
-            signal.signal(signal.SIGTERM, on_sigterm)
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        signal.signal(signal.SIGTERM, on_sigterm)
 
     model_server._add_sigterm_handler = add_draining_handler
 

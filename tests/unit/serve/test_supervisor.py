@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -138,3 +140,29 @@ def test_the_front_end_is_found_among_our_children_within_a_poll():
 def test_no_front_end_is_one_clear_error():
     with pytest.raises(ServerError, match="did not start within 0 s"):
         supervisor.find_front_end(timeout_s=0.2, poll_s=0.05)
+
+
+def test_sigterm_drains_then_forwards_to_the_front_end_in_place_of_the_toolkit(tmp_path):
+    release, held = threading.Event(), threading.Event()
+    worker = threading.Thread(target=hold_flag, args=(tmp_path, release, held))
+    worker.start()
+    held.wait(5)
+    front_end = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    toolkit = SimpleNamespace(_add_sigterm_handler=None)
+    stopped = threading.Event()
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        supervisor.graceful_sigterm(toolkit, stopped, tmp_path, limit_s=10)
+        toolkit._add_sigterm_handler(front_end)  # what the toolkit calls once it found MMS
+        os.kill(os.getpid(), signal.SIGTERM)  # runs our handler, here on the main thread
+        assert stopped.is_set()
+        time.sleep(0.5)
+        assert front_end.poll() is None  # a request is still in a worker
+        release.set()
+        assert front_end.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        release.set()
+        worker.join(5)
+        front_end.kill()
+        front_end.wait()
