@@ -23,8 +23,8 @@ MODEL_ERROR_TYPE = "ModelError:http://internal.amazon.com/coral/com.amazon.sagem
 PATH_RE = re.compile(r"^/endpoints/([^/]+)/invocations$")
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: InvokeEndpointGateway
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A twin's request handler: no access log, one way to answer."""
 
     def log_message(self, *args) -> None:
         pass
@@ -36,6 +36,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+class _Handler(QuietHandler):
+    server: InvokeEndpointGateway
 
     def _error(self, status: int, error_type: str, doc: dict) -> None:
         self._reply(

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import http.server
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from dogbreed.aws.invoke_twin import LoopbackServer
+from dogbreed.aws.invoke_twin import LoopbackServer, QuietHandler
 
 MAX_BODY = 6 * 1024 * 1024  # a function URL refuses larger requests (Lambda's payload limit)
 TEXT_TYPES = ("application/json", "application/xml", "application/x-www-form-urlencoded")
@@ -49,31 +48,20 @@ def to_event(method: str, target: str, headers: dict[str, str], body: bytes) -> 
     }
 
 
-class _Request(http.server.BaseHTTPRequestHandler):
+class _Request(QuietHandler):
     server: FunctionUrlTwin
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def _reply(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def _call(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
-            self._reply(413, {"Content-Type": "text/plain"}, b"Request Entity Too Large")
+            self._reply(413, b"Request Entity Too Large", {"Content-Type": "text/plain"})
             return
         event = to_event(self.command, self.path, dict(self.headers), self.rfile.read(length))
         with self.server.lock:  # a Lambda environment runs one request at a time
             answer = self.server.handler(event, None)
         body = answer.get("body") or ""
         data = base64.b64decode(body) if answer.get("isBase64Encoded") else body.encode()
-        self._reply(int(answer.get("statusCode", 200)), answer.get("headers") or {}, data)
+        self._reply(int(answer.get("statusCode", 200)), data, answer.get("headers") or {})
 
     do_GET = do_POST = _call
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for annotations only: the aws modules load when a verb runs
     from dogbreed.aws.context import Ctx
+    from dogbreed.aws.endpoint import DeployOptions
 
 
 def _kv(text: str) -> tuple[str, str]:
@@ -162,19 +163,7 @@ def _up_args(up: argparse.ArgumentParser) -> None:
     up.add_argument(
         "--train-timeout", type=float, default=86400, help="seconds to wait for the training job"
     )
-    up.add_argument("--instance-type", help="endpoint instance type, e.g. ml.m5.large")
-    up.add_argument("--instance-count", type=int, help="endpoint instances (default 1)")
-    up.add_argument(
-        "--serverless",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="a serverless endpoint (see `aws deploy --help`); no autoscaling step then",
-    )
-    up.add_argument("--memory-mb", type=int, help="serverless memory, 1024-6144 in 1024 steps")
-    up.add_argument("--max-concurrency", type=int, help="serverless concurrent requests, 1-200")
-    up.add_argument(
-        "--wait-timeout", type=float, default=1800, help="seconds to wait for InService"
-    )
+    _endpoint_flags(up)  # serverless: no autoscaling step then
     up.add_argument("--min", type=int, help="autoscaling: minimum instances")
     up.add_argument("--max", type=int, help="autoscaling: maximum instances")
     up.add_argument("--reserved", type=int, help="Lambda reserved concurrency")
@@ -186,17 +175,15 @@ def _up_args(up: argparse.ArgumentParser) -> None:
     )
 
 
-def _deploy_args(deploy: argparse.ArgumentParser) -> None:
-    """`aws deploy`: what runs the model, how a new one rolls out, when it rolls back."""
-    deploy.add_argument("--image", required=True, help="serve image URI")
-    deploy.add_argument("--model-data", required=True, help="s3://.../model.tar.gz")
-    deploy.add_argument(
+def _endpoint_flags(parser: argparse.ArgumentParser) -> None:
+    """What runs the model: the flags `deploy` and `up` share (see _deploy_options)."""
+    parser.add_argument(
         "--instance-type", help="e.g. ml.m5.large; ml.c6i.large (VNNI) runs the int8 model"
     )
-    deploy.add_argument(
+    parser.add_argument(
         "--instance-count", type=int, help="instances (a canary needs 2 or more; default 1)"
     )
-    deploy.add_argument(
+    parser.add_argument(
         "--serverless",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -207,12 +194,22 @@ def _deploy_args(deploy: argparse.ArgumentParser) -> None:
         "(aws lambda then sets the Lambda's MAX_IMAGE_BYTES to 4194304). SageMaker cannot "
         "turn an instance endpoint serverless",
     )
-    deploy.add_argument(
+    parser.add_argument(
         "--memory-mb", type=int, help="serverless memory: 1024-6144 in 1024 steps (default 2048)"
     )
-    deploy.add_argument(
+    parser.add_argument(
         "--max-concurrency", type=int, help="serverless concurrent requests, 1-200 (default 5)"
     )
+    parser.add_argument(
+        "--wait-timeout", type=float, default=1800, help="seconds to wait for InService"
+    )
+
+
+def _deploy_args(deploy: argparse.ArgumentParser) -> None:
+    """`aws deploy`: what runs the model, how a new one rolls out, when it rolls back."""
+    deploy.add_argument("--image", required=True, help="serve image URI")
+    deploy.add_argument("--model-data", required=True, help="s3://.../model.tar.gz")
+    _endpoint_flags(deploy)
     deploy.add_argument(
         "--canary-percent",
         type=int,
@@ -233,9 +230,6 @@ def _deploy_args(deploy: argparse.ArgumentParser) -> None:
         "--alarm-latency-ms",
         type=float,
         help="average model latency that trips the latency alarm (default 500)",
-    )
-    deploy.add_argument(
-        "--wait-timeout", type=float, default=1800, help="seconds to wait for InService"
     )
 
 
@@ -274,26 +268,38 @@ def _tune(ctx: Ctx, args: argparse.Namespace) -> None:
     cmd_tune(ctx, TuneOptions(args.image, args.max_jobs, args.parallel_jobs))
 
 
-def _deploy(ctx: Ctx, args: argparse.Namespace) -> None:
-    from dogbreed.aws.endpoint import DeployOptions, cmd_deploy
+def _deploy_options(
+    args: argparse.Namespace, image: str, model_data: str, **rollout
+) -> DeployOptions:
+    """DeployOptions from _endpoint_flags, plus `deploy`'s rollout and alarm settings."""
+    from dogbreed.aws.endpoint import DeployOptions
 
-    cmd_deploy(
-        ctx,
-        DeployOptions(
-            args.image,
-            args.model_data,
-            args.instance_type,
-            args.wait_timeout,
-            instance_count=args.instance_count,
-            serverless=args.serverless,
-            memory_mb=args.memory_mb,
-            max_concurrency=args.max_concurrency,
-            canary_percent=args.canary_percent,
-            bake_minutes=args.bake_minutes,
-            error_rate=args.alarm_error_rate,
-            latency_ms=args.alarm_latency_ms,
-        ),
+    return DeployOptions(
+        image,
+        model_data,
+        args.instance_type,
+        args.wait_timeout,
+        instance_count=args.instance_count,
+        serverless=args.serverless,
+        memory_mb=args.memory_mb,
+        max_concurrency=args.max_concurrency,
+        **rollout,
     )
+
+
+def _deploy(ctx: Ctx, args: argparse.Namespace) -> None:
+    from dogbreed.aws.endpoint import cmd_deploy
+
+    options = _deploy_options(
+        args,
+        args.image,
+        args.model_data,
+        canary_percent=args.canary_percent,
+        bake_minutes=args.bake_minutes,
+        error_rate=args.alarm_error_rate,
+        latency_ms=args.alarm_latency_ms,
+    )
+    cmd_deploy(ctx, options)
 
 
 def _autoscale(ctx: Ctx, args: argparse.Namespace) -> None:
@@ -332,7 +338,7 @@ def _invoke(ctx: Ctx, args: argparse.Namespace) -> None:
 
 
 def _up(ctx: Ctx, args: argparse.Namespace) -> None:
-    from dogbreed.aws.endpoint import DeployOptions, ScaleOptions
+    from dogbreed.aws.endpoint import ScaleOptions
     from dogbreed.aws.functions import LambdaOptions
     from dogbreed.aws.training import TrainOptions
     from dogbreed.aws.up import UpOptions, cmd_up
@@ -345,16 +351,7 @@ def _up(ctx: Ctx, args: argparse.Namespace) -> None:
         hyperparameters=dict(args.hp),
         timeout_s=args.train_timeout,
     )
-    deploy = DeployOptions(
-        args.image_serve,
-        "",  # the training job's model data, once known
-        args.instance_type,
-        args.wait_timeout,
-        instance_count=args.instance_count,
-        serverless=args.serverless,
-        memory_mb=args.memory_mb,
-        max_concurrency=args.max_concurrency,
-    )
+    deploy = _deploy_options(args, args.image_serve, "")  # model data: the job's, once known
     scale = ScaleOptions(min=args.min, max=args.max)
     function = LambdaOptions(None, args.reserved, args.provisioned, None, args.public_url)
     progress = sys.stderr.isatty()
