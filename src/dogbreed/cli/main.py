@@ -10,6 +10,7 @@ explains its flags.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -34,6 +35,20 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        """An unknown flag is reported by the command it was given to, with the flag it
+        most resembles (argparse leaves it to the top-level parser, which knows neither)."""
+        namespace, extras = super().parse_known_args(args, namespace)
+        flags = [a.split("=", 1)[0] for a in extras if a.startswith("-")]
+        if flags:
+            known = [o for action in self._actions for o in action.option_strings]
+            close = difflib.get_close_matches(flags[0], known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            self.error(f"unrecognized argument {flags[0]}{hint}")
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
 
 
 # command -> (add its parser, run it)

@@ -30,6 +30,12 @@ def add_data(sub) -> None:
         "--per-class", type=int, default=40, help="images per class over all splits (default 40)"
     )
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument(
+        "--replace",
+        action="store_true",
+        help="remove the train/valid/test folders a previous set left in --out first "
+        "(without it such a folder is refused: its classes would join the new set)",
+    )
 
     fetch = verbs.add_parser(
         "fetch",
@@ -90,7 +96,7 @@ def run_data(args: argparse.Namespace) -> int:
     if args.verb == "synth":
         from dogbreed.train.synth import synthesize
 
-        counts = synthesize(args.out, args.classes, args.per_class, args.seed)
+        counts = synthesize(args.out, args.classes, args.per_class, args.seed, args.replace)
     else:
         from dogbreed.train.fetch import DEFAULT_URL, fetch
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -120,11 +121,25 @@ def render(index: int, classes: int, rng: np.random.Generator) -> Image.Image:
     return img
 
 
-def synthesize(out: Path, classes: int, per_class: int, seed: int = 0) -> dict[str, int]:
-    """Write DIR/{train,valid,test}/NNN.Name/*.jpg; returns images written per split."""
+def synthesize(
+    out: Path, classes: int, per_class: int, seed: int = 0, replace: bool = False
+) -> dict[str, int]:
+    """Write DIR/{train,valid,test}/NNN.Name/*.jpg; returns images written per split.
+
+    A folder that already holds a set is refused (its other classes and images
+    would silently join the new one) unless `replace`, which removes its splits first.
+    """
     if classes < 2:
         raise ConfigError(f"--classes must be at least 2, got {classes}")
     counts = split_counts(per_class)
+    held = [out / split for split in counts if (out / split).is_dir()]
+    if held and not replace:
+        raise ConfigError(
+            f"{out} already holds a data set ({', '.join(p.name for p in held)}); "
+            "choose an empty folder or pass --replace to remove it first"
+        )
+    for split in held:
+        shutil.rmtree(split)
     written = dict.fromkeys(counts, 0)
     for c in range(classes):
         # One generator per class: adding classes does not change existing ones.

@@ -30,3 +30,14 @@ def test_layout_like_dog_images():
     assert split_counts(40) == {"train": 32, "valid": 4, "test": 4}
     with pytest.raises(ConfigError, match="at least 3"):
         split_counts(2)
+
+
+def test_a_folder_with_an_earlier_set_is_refused_unless_replaced(tmp_path):
+    """Five old classes must not silently join a new two-class set."""
+    synthesize(tmp_path, classes=5, per_class=4, seed=0)
+    with pytest.raises(ConfigError, match="already holds a data set.*--replace"):
+        synthesize(tmp_path, classes=2, per_class=4, seed=0)
+    assert len(list((tmp_path / "train").iterdir())) == 5  # left as it was
+    synthesize(tmp_path, classes=2, per_class=4, seed=0, replace=True)
+    for split in ("train", "valid", "test"):
+        assert len(list((tmp_path / split).iterdir())) == 2
