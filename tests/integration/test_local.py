@@ -147,3 +147,100 @@ def test_ctrl_c_during_training_leaves_nothing_behind(tiny_data, tmp_path):
             proc.wait(timeout=30)
     assert "interrupted" in log.read_text()
     assert leftovers(run_id) == []
+
+
+def listening(port: int) -> set[str]:
+    """Addresses with a socket listening on `port` in this machine's network namespace
+    (read from /proc: no traffic)."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        path = Path(table)
+        if not path.is_file():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port and len(address) == width:
+                found.add(address)
+    return found
+
+
+LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1
+
+
+def test_on_host_networking_everything_listens_on_loopback_only(tiny_data, tmp_path):
+    tag = uuid.uuid4().hex[:8]
+    out = tmp_path / "out"
+    run_id = f"dogbreed-test-train-{tag}"
+    log = tmp_path / "train.log"
+    train = ["local", "train", "--image", TRAIN_IMAGE, "--hosts", "2", "--network", "host"]
+    train += ["--data", str(tiny_data), "--out", str(out), "--run-id", run_id]
+    train += [a for hp in HPS for a in ("--hp", hp)]
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dogbreed", *train],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        wait_for_line(proc, log, "algo-2 | ", timeout=180)
+        # The hosts' rendezvous store (port 29500 in their own namespace) is not here.
+        assert listening(29500) == set()
+        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert leftovers(run_id) == []
+
+    serve_id = f"dogbreed-test-serve-{tag}"
+    port = free_port()
+    log = tmp_path / "serve.log"
+    serve = ["local", "serve", "--image", SERVE_IMAGE, "--model", str(out / "model.tar.gz")]
+    serve += ["--port", str(port), "--run-id", serve_id, "--network", "host", "--wait", "180"]
+    with log.open("w") as fh:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "dogbreed", *serve],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        wait_for_line(server, log, "endpoint: ", timeout=240)
+        addresses = listening(port)
+        assert addresses and addresses <= LOOPBACK, addresses
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=120) == 130, log.read_text()[-3000:]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=30)
+    assert leftovers(serve_id) == []
+
+
+def test_repeated_signals_during_clean_up_leave_nothing_behind(tiny_data, tmp_path):
+    run_id = f"dogbreed-test-train-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "train.log"
+    train = ["local", "train", "--image", TRAIN_IMAGE, "--hosts", "2", "--data", str(tiny_data)]
+    train += ["--out", str(tmp_path / "out"), "--run-id", run_id, "--hp", "weights=none"]
+    train += ["--hp", "epochs=200", "--hp", "batch-size=4"]
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dogbreed", *train],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        wait_for_line(proc, log, "algo-2 | ", timeout=180)
+        proc.send_signal(signal.SIGINT)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGTERM):
+            time.sleep(0.3)  # while the containers are being stopped
+            proc.send_signal(signum)
+        assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert leftovers(run_id) == []

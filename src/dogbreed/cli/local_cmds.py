@@ -44,8 +44,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--network",
         choices=("auto", "bridge", "host"),
         default="auto",
-        help="bridge: a private network for the run; host: host networking, host names "
-        "resolve to 127.0.0.1; auto (default): bridge where the engine allows one, else host",
+        help="bridge: a private network for the run; host: nothing listens beyond "
+        "loopback (the endpoint runs on host networking bound to 127.0.0.1; several "
+        "training hosts, or GPUs, share one namespace with loopback alone and no internet; "
+        "host names resolve to 127.0.0.1); auto (default): bridge where the engine allows "
+        "one, else host",
     )
     p.add_argument(
         "--env",

@@ -47,6 +47,24 @@ def add_data(sub) -> None:
     fetch.add_argument("--url", default=None, help="archive URL (default: the course's copy)")
     fetch.add_argument("--sha256", default=None, help="expected SHA-256 of the archive")
     fetch.add_argument("--keep-archive", action="store_true", help="keep the zip after unpacking")
+    fetch.add_argument(
+        "--allow-http",
+        action="store_true",
+        help="accept a plain http:// URL (or a redirect to one); anyone on the way could "
+        "swap the archive, so give --sha256 too",
+    )
+    fetch.add_argument(
+        "--max-unpacked-gb",
+        type=float,
+        default=8,
+        help="refuse an archive that would unpack to more than this (default 8 GiB)",
+    )
+    fetch.add_argument(
+        "--max-members",
+        type=int,
+        default=100_000,
+        help="refuse an archive with more members than this (default 100000)",
+    )
 
 
 def add_train(sub) -> None:
@@ -98,7 +116,7 @@ def run_data(args: argparse.Namespace) -> int:
 
         counts = synthesize(args.out, args.classes, args.per_class, args.seed, args.replace)
     else:
-        from dogbreed.train.fetch import DEFAULT_URL, fetch
+        from dogbreed.train.fetch import DEFAULT_URL, Limits, fetch
 
         counts = fetch(
             args.out,
@@ -106,6 +124,8 @@ def run_data(args: argparse.Namespace) -> int:
             args.sha256,
             args.keep_archive,
             progress=sys.stderr.isatty(),
+            allow_http=args.allow_http,
+            limits=Limits(int(args.max_unpacked_gb * 2**30), args.max_members),
         )
     print(f"{args.out}: " + ", ".join(f"{n} {split}" for split, n in counts.items()) + " images")
     return 0

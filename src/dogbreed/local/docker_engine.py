@@ -7,13 +7,15 @@ end, error, Ctrl-C) stops and removes each of them by id, and nothing else.
 Networks: a private user-defined bridge network where the engine allows one
 (containers reach each other by their host names, algo-1 ... algo-N); host
 networking where it does not (the project's own engine may run with
-`--bridge=none --iptables=false`): host names then resolve to 127.0.0.1.
+`--bridge=none --iptables=false`): host names then resolve to 127.0.0.1, and
+whatever listens is kept to loopback (local/serve.py, local/train.py say how).
 `docker` is imported inside functions so that `dogbreed --help` stays light.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import re
 import secrets
@@ -21,7 +23,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from dogbreed.core.errors import ConfigError, DogbreedError
@@ -32,6 +34,9 @@ RUN_LABEL = "dogbreed.local"  # the run id: `docker ps -a --filter label=dogbree
 ROLE_LABEL = "dogbreed.local.role"  # train | serve
 HOST_LABEL = "dogbreed.local.host"  # algo-1 ...
 NETWORK_MODES = ("auto", "bridge", "host")
+# Docker's "none" network: a namespace with loopback alone. Several containers can share
+# one (`join`): they reach each other on 127.0.0.1 and nothing else reaches them.
+LOOPBACK_ONLY = "none"
 _RUN_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,47}")
 _out_lock = threading.Lock()
 
@@ -159,15 +164,13 @@ class Run:
     def __enter__(self) -> Run:
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        # A second Ctrl-C must not leave containers behind: finish removing first.
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
-        try:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # A second Ctrl-C or SIGTERM must not leave containers behind: finish removing
+        # first, then act on it (unless the run is already ending with an error).
+        with signals_held() as received:
             self.remove_all()
-        finally:
-            if main:
-                signal.signal(signal.SIGINT, previous)
+        if received and exc_type is None:
+            raise KeyboardInterrupt
 
     def choose_network(self, mode: str) -> str | None:
         """The run's private bridge network's name, or None for host networking.
@@ -198,8 +201,15 @@ class Run:
         log.info("network: private bridge network %s", self.run_id)
         return self.run_id
 
-    def create(self, image: str, command: list[str], host: str, network: str | None, **kw):
-        """Create (not start) a labelled container named `<run id>-<host>`."""
+    def create(
+        self, image: str, command: list[str], host: str, network: str | None, join=None, **kw
+    ):
+        """Create (not start) a labelled container named `<run id>-<host>`.
+
+        network: the run's bridge network, None for host networking, or LOOPBACK_ONLY
+        for a network namespace of its own that has loopback alone. join: a container
+        of the run whose network namespace (and /etc/hosts) this one shares instead.
+        """
         import docker
 
         options: dict[str, Any] = {
@@ -207,7 +217,11 @@ class Run:
             "labels": {**self.labels, HOST_LABEL: host},
             **kw,
         }
-        if network:
+        if join is not None:
+            options["network_mode"] = f"container:{join.id}"
+        elif network == LOOPBACK_ONLY:
+            options["network_mode"] = "none"
+        elif network:
             endpoint = self.client.api.create_endpoint_config(aliases=[host])
             options.update(network=network, networking_config={network: endpoint}, hostname=host)
         else:
@@ -243,12 +257,12 @@ class Run:
         import docker
 
         self.stop(self.containers)
-        for container in self.containers:
+        for container in reversed(self.containers):  # those sharing a namespace go first
             try:
                 container.remove(force=True)
             except docker.errors.NotFound:
                 pass
-            except docker.errors.APIError as exc:
+            except Exception as exc:  # one failure must not keep the others
                 log.warning("could not remove container %s: %s", container.id[:12], _short(exc))
         if self.network is not None:
             try:
@@ -258,6 +272,29 @@ class Run:
             except docker.errors.APIError as exc:
                 log.warning("could not remove network %s: %s", self.run_id, _short(exc))
         self.containers, self.network = [], None
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[list[int]]:
+    """While the block runs, SIGINT and SIGTERM are noted (the list it gives) instead of
+    interrupting it: clean-up that a second Ctrl-C cut short would leave containers
+    running. Handlers are restored after; outside the main thread this does nothing
+    (Python runs handlers there only)."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def note(signum, frame) -> None:
+        received.append(signum)
+        log.warning("%s: still removing the run's containers", signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _stop_one(container, timeout: float) -> None:

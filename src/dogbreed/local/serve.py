@@ -2,10 +2,12 @@
 
 `docker run IMAGE serve` with the model read-only at /opt/ml/model (a
 model.tar.gz is unpacked into a temporary directory first, every member
-checked), SAGEMAKER_BIND_TO_PORT set, reachable at http://127.0.0.1:PORT: a
-published port on the run's private bridge network, or host networking where the
-engine has no bridge. Waits for GET /ping, prints the URL, streams the log
-(`endpoint | ...`); Ctrl-C or SIGTERM stops and removes the container.
+checked), SAGEMAKER_BIND_TO_PORT set, reachable at http://127.0.0.1:PORT and
+nowhere else: a port published on 127.0.0.1 from the run's private bridge network,
+or, where the engine has no bridge, host networking with the server told to listen
+on 127.0.0.1 (the image's own default is 0.0.0.0, as SageMaker needs). Waits for
+GET /ping, prints the URL, streams the log (`endpoint | ...`); Ctrl-C or SIGTERM
+stops and removes the container.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ log = logging.getLogger("dogbreed.local")
 CONTAINER_PORT = 8080  # SageMaker's port, inside the container's own network namespace
 MMS_MAX_PORT = 32767  # multi-model-server refuses higher port numbers
 STOP_TIMEOUT_S = 30  # SageMaker's grace between SIGTERM and SIGKILL for endpoints
+LOOPBACK = "127.0.0.1"  # the only address a local endpoint is reachable on
 
 
 @dataclass
@@ -95,14 +98,23 @@ def run_serve(job: ServeJob) -> int:
         ) as run:
             _serve(run, job, mount)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        with engine.signals_held():  # a second Ctrl-C must not leave the unpacked model
+            shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 
-def _serve(run: engine.Run, job: ServeJob, mount: Path) -> None:
-    network = run.choose_network(job.network)
+def container_spec(job: ServeJob, network: str | None, mount: Path) -> tuple[list[str], dict]:
+    """The serve container's command and create() options for the chosen network.
+
+    Bridge network: the server listens on 8080 inside the container's own network
+    namespace and only 127.0.0.1:PORT of this machine is published to it. Host
+    networking: the container shares this machine's interfaces, and the image's
+    entry point listens on 0.0.0.0 (what SageMaker needs); `--host 127.0.0.1` after
+    it overrides that, so the endpoint is reachable from this machine only.
+    """
     options: dict = {"volumes": {str(mount): {"bind": "/opt/ml/model", "mode": "ro"}}}
     if network:
+        command = ["serve"]
         port_inside = CONTAINER_PORT
         options["ports"] = {f"{CONTAINER_PORT}/tcp": ("127.0.0.1", job.port)}
     else:
@@ -111,13 +123,22 @@ def _serve(run: engine.Run, job: ServeJob, mount: Path) -> None:
                 f"--port {job.port}: the model server takes ports up to {MMS_MAX_PORT} "
                 "(host networking)"
             )
+        command = ["serve", "--host", LOOPBACK]
         port_inside = job.port
-    env = {**job.env, "SAGEMAKER_BIND_TO_PORT": str(port_inside)}
-    container = run.create(job.image, ["serve"], "endpoint", network, environment=env, **options)
+    options["environment"] = {**job.env, "SAGEMAKER_BIND_TO_PORT": str(port_inside)}
+    return command, options
+
+
+def _serve(run: engine.Run, job: ServeJob, mount: Path) -> None:
+    network = run.choose_network(job.network)
+    command, options = container_spec(job, network, mount)
+    if network is None:
+        log.info("endpoint: host networking, listening on %s:%d only", LOOPBACK, job.port)
+    container = run.create(job.image, command, "endpoint", network, **options)
     run.start(container)
     follower = engine.Follower(container, "endpoint")
     follower.start()
-    url = f"http://127.0.0.1:{job.port}"
+    url = f"http://{LOOPBACK}:{job.port}"
     wait_for_ping(url, follower, job.wait_s)
     print(f"endpoint: {url}  (GET /ping, POST /invocations; Ctrl-C stops it)", flush=True)
     while follower.is_alive():

@@ -113,33 +113,7 @@ def run_train(job: TrainJob) -> Path:
     log.info("run %s: %d host(s), image %s, out %s", run_id, len(hosts), job.image, out)
     with engine.Run(client, run_id, "train") as run:
         network = run.choose_network(job.network)
-        env = dict(job.env)
-        extra_hosts = None
-        if network is None:
-            extra_hosts = {h: "127.0.0.1" for h in hosts}
-            if len(hosts) > 1:  # every host shares this machine's ports
-                env.setdefault("DOGBREED_MASTER_PORT", str(engine.free_port()))
-        interface = "eth0" if network else "lo"
-        containers = []
-        for host, devices in zip(hosts, requests, strict=True):
-            write_tree(trees[host], host, hosts, job.hyperparameters, interface)
-            volumes = {
-                str(trees[host]): {"bind": "/opt/ml", "mode": "rw"},
-                str(data): {"bind": "/opt/ml/input/data/training", "mode": "ro"},
-            }
-            containers.append(
-                run.create(
-                    job.image,
-                    ["train"],
-                    host,
-                    network,
-                    environment=env,
-                    volumes=volumes,
-                    extra_hosts=extra_hosts,
-                    shm_size=job.shm_size,
-                    device_requests=devices or None,
-                )
-            )
+        containers = create_hosts(run, job, network, trees, data, requests)
         followers = {}
         for host, container in zip(hosts, containers, strict=True):
             run.start(container)
@@ -160,6 +134,67 @@ def run_train(job: TrainJob) -> Path:
     print(f"model:   {archive}", flush=True)
     print(f"reports: {out / 'output' / 'data'}", flush=True)
     return archive
+
+
+def listens(job: TrainJob) -> bool:
+    """Whether the job opens ports: torchrun's rendezvous store (several hosts, or one
+    host with several GPUs), gloo's and NCCL's sockets. A single CPU host opens none."""
+    return job.hosts > 1 or job.gpus
+
+
+def create_hosts(
+    run: engine.Run,
+    job: TrainJob,
+    network: str | None,
+    trees: dict[str, Path],
+    data: Path,
+    requests: list[list],
+) -> list:
+    """One container per host, with its /opt/ml tree written; created, not started.
+
+    Bridge network: each host is its own name on the run's network (`eth0`). No bridge:
+    torchrun's store listens on every address of its network namespace and has no
+    authentication, so a job that listens must not share this machine's: the hosts
+    then share one namespace of their own with loopback alone (algo-1 in Docker's
+    "none" network, the others joining it), reach each other at 127.0.0.1, and
+    nothing else reaches them (nor do they reach anything: give weights as a file, or
+    'none'). A single CPU host listens on nothing and keeps host networking.
+    """
+    hosts = list(trees)
+    env = dict(job.env)
+    if network is None and listens(job):
+        network = engine.LOOPBACK_ONLY
+        log.info("hosts: one network namespace of their own, loopback alone (no internet)")
+    elif network is None:
+        log.info("hosts: host networking (one CPU host: it listens on nothing)")
+    interface = "eth0" if network not in (None, engine.LOOPBACK_ONLY) else "lo"
+    extra_hosts = None
+    if network in (None, engine.LOOPBACK_ONLY):
+        extra_hosts = {h: "127.0.0.1" for h in hosts}
+    containers: list = []
+    for host, devices in zip(hosts, requests, strict=True):
+        write_tree(trees[host], host, hosts, job.hyperparameters, interface)
+        volumes = {
+            str(trees[host]): {"bind": "/opt/ml", "mode": "rw"},
+            str(data): {"bind": "/opt/ml/input/data/training", "mode": "ro"},
+        }
+        # Those joining algo-1's namespace share its /etc/hosts (Docker refuses their own).
+        joined = network == engine.LOOPBACK_ONLY and bool(containers)
+        containers.append(
+            run.create(
+                job.image,
+                ["train"],
+                host,
+                network,
+                join=containers[0] if joined else None,
+                environment=env,
+                volumes=volumes,
+                extra_hosts=None if joined else extra_hosts,
+                shm_size=job.shm_size,
+                device_requests=devices or None,
+            )
+        )
+    return containers
 
 
 def _wait(

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import docker.errors
 import pytest
 
+from dogbreed.cli import local_cmds
 from dogbreed.core.errors import ConfigError
 from dogbreed.local.docker_engine import RUN_LABEL, Run, check_run_id, new_run_id
-from dogbreed.local.train import failure_reason, split_gpus
+from dogbreed.local.opt_ml import host_names
+from dogbreed.local.train import TrainJob, create_hosts, failure_reason, split_gpus
 from support.cli import run_cli
 
 
@@ -28,9 +35,11 @@ class FakeContainer:
 
     def stop(self, timeout: int) -> None:
         self.engine.calls.append(("stop", self.id, timeout))
+        self.engine.send_signals()
         self.status = "exited"
 
     def remove(self, force: bool = False) -> None:
+        self.engine.send_signals()
         self.engine.calls.append(("remove", self.id))
         del self.engine.live[self.id]
 
@@ -49,6 +58,13 @@ class FakeEngine:
     def __init__(self, bridge: bool = True) -> None:
         self.bridge, self.live, self.calls = bridge, {}, []
         self.containers, self.networks, self.api = self, self, self
+        self.signals: tuple[int, ...] = ()
+
+    def send_signals(self) -> None:
+        """Signals a user sends while the run is being cleaned up (Ctrl-C, kill)."""
+        for signum in self.signals:
+            os.kill(os.getpid(), signum)
+            time.sleep(0.01)  # let the main thread run its handler
 
     # client.networks.create
     def create(self, *args, **kwargs):
@@ -178,3 +194,103 @@ def test_help_loads_neither_docker_nor_the_image_stack(argv):
         [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60
     )
     assert "LOADED []" in proc.stdout, proc.stdout[-500:] + proc.stderr[-500:]
+
+
+@pytest.fixture
+def sigterm_interrupts():
+    """SIGTERM raises KeyboardInterrupt, as `dogbreed local` arranges it."""
+    previous = signal.signal(signal.SIGTERM, local_cmds._interrupt)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def signalling(engine: FakeEngine, *signums: int) -> None:
+    """Make every stop and remove of a container send these signals to this process."""
+    engine.signals = signums
+
+
+def test_repeated_signals_during_clean_up_do_not_cut_it_short(sigterm_interrupts):
+    engine = FakeEngine()
+    signalling(engine, signal.SIGTERM, signal.SIGINT, signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), Run(engine, "r3", "train", stop_timeout=1) as run:
+        for host in ("algo-1", "algo-2", "algo-3"):
+            run.start(run.create("img", ["train"], host, None))
+        raise KeyboardInterrupt  # the first Ctrl-C
+    assert engine.live == {}
+    assert sorted(c[1] for c in engine.calls if c[0] == "remove") == ["id0", "id1", "id2"]
+    assert signal.getsignal(signal.SIGTERM) is local_cmds._interrupt  # handlers are back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_signal_during_a_normal_clean_up_is_acted_on_after_it(sigterm_interrupts):
+    engine = FakeEngine()
+    signalling(engine, signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), Run(engine, "r4", "serve", stop_timeout=1) as run:
+        run.start(run.create("img", ["serve"], "endpoint", None))
+    assert engine.live == {}
+
+
+def test_a_failing_removal_does_not_keep_the_other_containers():
+    engine = FakeEngine()
+    with Run(engine, "r5", "train", stop_timeout=1) as run:
+        broken = run.create("img", ["train"], "algo-1", None)
+        run.create("img", ["train"], "algo-2", None)
+        broken.remove = lambda force=False: (_ for _ in ()).throw(RuntimeError("engine hiccup"))
+    assert list(engine.live) == ["id0"]
+
+
+def train_job(tmp_path: Path, hosts: int, gpus: bool = False) -> tuple[TrainJob, dict]:
+    job = TrainJob(
+        image="img", hosts=hosts, data=tmp_path, out=tmp_path, hyperparameters={}, gpus=gpus
+    )
+    trees = {h: tmp_path / "hosts" / h for h in host_names(hosts)}
+    return job, trees
+
+
+def created(engine: FakeEngine) -> list[dict]:
+    return [c[1] for c in engine.calls if c[0] == "container-create"]
+
+
+@pytest.mark.parametrize("hosts,gpus", [(2, False), (3, False), (1, True)])
+def test_without_a_bridge_the_hosts_share_a_loopback_only_namespace(tmp_path, hosts, gpus):
+    # torchrun's store listens on every address of its namespace, unauthenticated: in a
+    # namespace with loopback alone nothing outside the job can reach it.
+    engine = FakeEngine(bridge=False)
+    job, trees = train_job(tmp_path, hosts, gpus)
+    with Run(engine, "r6", "train") as run:
+        network = run.choose_network("auto")
+        create_hosts(run, job, network, trees, tmp_path, [[]] * hosts)
+    first, *others = created(engine)
+    assert first["network_mode"] == "none"
+    assert first["extra_hosts"] == {h: "127.0.0.1" for h in trees}
+    for options in others:  # Docker refuses host names of their own there: they share algo-1's
+        assert options["network_mode"] == "container:id0"
+        assert options["extra_hosts"] is None and "hostname" not in options
+    assert not any(o["network_mode"] == "host" for o in created(engine))
+    assert "DOGBREED_MASTER_PORT" not in first["environment"]
+    for tree in trees.values():  # gloo and NCCL pinned to loopback
+        config = json.loads((tree / "input/config/resourceconfig.json").read_text())
+        assert config["network_interface_name"] == "lo"
+    removed = [c[1] for c in engine.calls if c[0] == "remove"]
+    assert removed[-1] == "id0"  # the namespace's owner goes last
+
+
+def test_one_cpu_host_without_a_bridge_keeps_host_networking(tmp_path):
+    engine = FakeEngine(bridge=False)
+    job, trees = train_job(tmp_path, 1)
+    with Run(engine, "r7", "train") as run:
+        create_hosts(run, job, run.choose_network("host"), trees, tmp_path, [[]])
+    (options,) = created(engine)
+    assert options["network_mode"] == "host" and options["extra_hosts"] == {"algo-1": "127.0.0.1"}
+
+
+def test_on_a_bridge_network_each_host_is_its_own_name(tmp_path):
+    engine = FakeEngine()
+    job, trees = train_job(tmp_path, 2)
+    with Run(engine, "r8", "train") as run:
+        create_hosts(run, job, run.choose_network("auto"), trees, tmp_path, [[], []])
+    for host, options in zip(trees, created(engine), strict=True):
+        assert options["hostname"] == host and options["network"] == "r8"
+        assert "network_mode" not in options and options["extra_hosts"] is None
+        config = json.loads((trees[host] / "input/config/resourceconfig.json").read_text())
+        assert config["network_interface_name"] == "eth0"
