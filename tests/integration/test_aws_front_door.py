@@ -96,11 +96,12 @@ def test_the_dry_run_prints_the_front_door_requests(aws_env, name):
     assert name not in {f["FunctionName"] for f in functions}  # a dry run sends no change
 
 
-def test_an_api_moto_lacks_is_one_line(aws_env, name):
-    """moto has no provisioned-concurrency call: it answers its web server's 404 page."""
+def test_an_api_moto_lacks_is_one_line(aws_env, name, moto_url):
+    """moto has no provisioned-concurrency call: it answers its web server's 404 page
+    (moto itself here, not the twin that use_moto puts in front of its Lambda)."""
     env, config = aws_env
     args = ["aws", "lambda", "--config", str(config), "--name", name, "--provisioned", "2"]
-    proc = run_cli(*args, env=env, timeout=300)
+    proc = run_cli(*args, env={**env, "AWS_ENDPOINT_URL_LAMBDA": moto_url}, timeout=300)
     assert proc.returncode == 8, proc.stderr
     assert proc.stderr.count("\n") == 1 and "<" not in proc.stderr, proc.stderr
     assert (

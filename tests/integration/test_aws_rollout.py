@@ -111,8 +111,9 @@ def test_a_same_named_alarm_of_someone_else_is_neither_taken_over_nor_deleted(aw
         ComparisonOperator="GreaterThanThreshold",
     )
     proc = deploy(aws_env, name, check=False)
-    assert proc.returncode == 8 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert f"alarm {name}-5xx-errors exists without the tag dogbreed:name={name}" in proc.stderr
+    assert "--adopt" in proc.stderr
     down = aws(aws_env, "down", "--name", name).stdout
     assert f"left alarm {name}-5xx-errors: not tagged" in down
     assert alarms_of(name)[f"{name}-5xx-errors"]["Namespace"] == "Mine"

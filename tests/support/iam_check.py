@@ -150,6 +150,8 @@ def resources(service: str, op: str, params: dict[str, Any], region: str, accoun
     if service in ("sagemaker", "sagemaker-runtime"):
         return _sagemaker(op, params, region, account)
     if service == "lambda":
+        if "Resource" in params:  # tagging calls name the function by its ARN
+            return [params["Resource"]]
         function = f"arn:aws:lambda:{region}:{account}:function:{params['FunctionName']}"
         qualifier = params.get("Qualifier")
         return [f"{function}:{qualifier}" if qualifier else function]
@@ -172,7 +174,7 @@ def resources(service: str, op: str, params: dict[str, Any], region: str, accoun
 
 
 def _sagemaker(op: str, params: dict[str, Any], region: str, account: str) -> list[str]:
-    if op == "list_tags":  # the resource by its ARN, matched in lower case
+    if op in ("list_tags", "add_tags"):  # the resource by its ARN, matched in lower case
         arn = params["ResourceArn"]
         prefix, _, resource = arn.partition("/")
         return [f"{prefix}/{resource.lower()}"]
@@ -324,3 +326,132 @@ def allows(policy: dict[str, Any], need: Need) -> bool:
 
 def policy_actions(policy: dict[str, Any]) -> set[str]:
     return {a for s in policy["Statement"] for a in _listed(s["Action"])}
+
+
+# ---- privilege escalation: the known paths, and whether a policy opens one ------------------
+
+# Known IAM privilege-escalation paths (Rhino Security Labs' and Bishop Fox's lists, which
+# parliament's community auditor encodes, plus the SageMaker and Lambda variants): the
+# actions that together let a holder gain permissions beyond its policy. sts:AssumeRole is
+# not required where a rewritten trust policy can name the holder itself.
+ESCALATION_PATHS: dict[str, tuple[str, ...]] = {
+    "CreatePolicyVersion": ("iam:CreatePolicyVersion",),
+    "SetDefaultPolicyVersion": ("iam:SetDefaultPolicyVersion",),
+    "CreateAccessKey": ("iam:CreateAccessKey",),
+    "CreateLoginProfile": ("iam:CreateLoginProfile",),
+    "UpdateLoginProfile": ("iam:UpdateLoginProfile",),
+    "AttachUserPolicy": ("iam:AttachUserPolicy",),
+    "AttachGroupPolicy": ("iam:AttachGroupPolicy",),
+    "AttachRolePolicy": ("iam:AttachRolePolicy",),
+    "PutUserPolicy": ("iam:PutUserPolicy",),
+    "PutGroupPolicy": ("iam:PutGroupPolicy",),
+    "PutRolePolicy": ("iam:PutRolePolicy",),
+    "AddUserToGroup": ("iam:AddUserToGroup",),
+    "UpdateAssumeRolePolicy": ("iam:UpdateAssumeRolePolicy",),
+    "PutRolePermissionsBoundary": ("iam:PutRolePermissionsBoundary",),
+    "DeleteRolePermissionsBoundary": ("iam:DeleteRolePermissionsBoundary",),
+    "PutUserPermissionsBoundary": ("iam:PutUserPermissionsBoundary",),
+    "DeleteUserPermissionsBoundary": ("iam:DeleteUserPermissionsBoundary",),
+    "AssumeRole": ("sts:AssumeRole",),
+    "PassRoleToEC2": ("iam:PassRole", "ec2:RunInstances"),
+    "PassRoleToECSTask": ("iam:PassRole", "ecs:RunTask"),
+    "PassRoleToNewLambdaThenInvoke": (
+        "iam:PassRole",
+        "lambda:CreateFunction",
+        "lambda:InvokeFunction",
+    ),
+    "PassRoleToNewLambdaThenEventSource": (
+        "iam:PassRole",
+        "lambda:CreateFunction",
+        "lambda:CreateEventSourceMapping",
+    ),
+    "PassRoleToNewLambdaThenUrl": (
+        "iam:PassRole",
+        "lambda:CreateFunction",
+        "lambda:CreateFunctionUrlConfig",
+    ),
+    "EditLambdaCode": ("lambda:UpdateFunctionCode",),
+    "SwitchLambdaRole": ("iam:PassRole", "lambda:UpdateFunctionConfiguration"),
+    "PassRoleToGlueDevEndpoint": ("iam:PassRole", "glue:CreateDevEndpoint"),
+    "UpdateGlueDevEndpoint": ("glue:UpdateDevEndpoint",),
+    "PassRoleToCloudFormation": ("iam:PassRole", "cloudformation:CreateStack"),
+    "PassRoleToDataPipeline": ("iam:PassRole", "datapipeline:CreatePipeline"),
+    "PassRoleToCodeBuild": ("iam:PassRole", "codebuild:CreateProject"),
+    "PassRoleToSageMakerNotebook": ("iam:PassRole", "sagemaker:CreateNotebookInstance"),
+    "SageMakerNotebookUrl": ("sagemaker:CreatePresignedNotebookInstanceUrl",),
+    "PassRoleToSageMakerTrainingJob": ("iam:PassRole", "sagemaker:CreateTrainingJob"),
+    "PassRoleToSageMakerProcessingJob": ("iam:PassRole", "sagemaker:CreateProcessingJob"),
+    "PassRoleToSageMakerModel": ("iam:PassRole", "sagemaker:CreateModel"),
+}
+# Paths that run the holder's code as a role it passes (or that a function already has):
+# they reach that role's permissions, no more.
+RUNS_AS_A_ROLE = {"iam:PassRole", "lambda:UpdateFunctionCode"}
+# Writes that change what a role may do or who may assume it.
+ROLE_WRITES = (
+    "iam:CreateRole",
+    "iam:PutRolePolicy",
+    "iam:AttachRolePolicy",
+    "iam:UpdateAssumeRolePolicy",
+    "iam:PutRolePermissionsBoundary",
+    "iam:DeleteRolePermissionsBoundary",
+    "iam:DeleteRolePolicy",
+    "iam:DetachRolePolicy",
+)
+
+
+@dataclass(frozen=True)
+class Escalation:
+    path: str
+    verdict: str  # "not granted", "bounded" or "OPEN"
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.path:<36} {self.verdict}{': ' + self.detail if self.detail else ''}"
+
+
+def _granted(policy: dict[str, Any], action: str) -> list[str]:
+    """The resources `policy` allows `action` on (wildcards as written)."""
+    return [
+        resource
+        for s in policy["Statement"]
+        if any(_wild(a, action, ignore_case=True) for a in _listed(s["Action"]))
+        for resource in _listed(s.get("Resource", "*"))
+    ]
+
+
+def escalations(
+    policy: dict[str, Any], roles: dict[str, dict[str, Any]], runs_as: tuple[str, ...] = ()
+) -> list[Escalation]:
+    """Each known path (ESCALATION_PATHS) against `policy`. `roles`: ARN -> the inline
+    policy of each role the holder may pass; `runs_as`: ARNs of the roles the holder's
+    functions already run as. A path whose every action is granted is OPEN, unless it only
+    runs code as roles of `roles` that the policy cannot change and whose own documents
+    open no path: then it is bounded (it reaches those fixed documents, no more)."""
+    report = []
+    for path, actions in ESCALATION_PATHS.items():
+        if not all(_granted(policy, a) for a in actions):
+            report.append(Escalation(path, "not granted"))
+            continue
+        if not RUNS_AS_A_ROLE & set(actions):
+            report.append(Escalation(path, "OPEN", f"grants {', '.join(actions)}"))
+            continue
+        reached = set(_granted(policy, "iam:PassRole")) | set(runs_as)
+        report.append(_bounded(path, policy, reached, roles))
+    return report
+
+
+def _bounded(
+    path: str, policy: dict[str, Any], reached: set[str], roles: dict[str, dict[str, Any]]
+) -> Escalation:
+    unknown = sorted(r for r in reached if r not in roles)
+    if unknown:
+        return Escalation(path, "OPEN", f"runs code as roles not checked: {', '.join(unknown)}")
+    writable = sorted(r for w in ROLE_WRITES for r in _granted(policy, w))
+    if writable:
+        return Escalation(path, "OPEN", f"and the policy rewrites roles: {', '.join(writable)}")
+    for arn in sorted(reached):
+        inner = [e for e in escalations(roles[arn], {}) if e.verdict != "not granted"]
+        if inner:
+            return Escalation(path, "OPEN", f"{arn} itself opens {inner[0].path}")
+    names = ", ".join(arn.rsplit("/", 1)[1] for arn in sorted(reached))
+    return Escalation(path, "bounded", f"reaches only {names}, which it cannot change")

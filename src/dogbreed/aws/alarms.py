@@ -3,7 +3,8 @@
 They watch every deployment of N and are what a blue/green update rolls back on
 (AutoRollbackConfiguration names them). PutMetricAlarm is an upsert: a rerun
 sends it only when a setting changed. Each alarm carries the tag dogbreed:name=N,
-and neither `deploy` nor `down` touches a same-named alarm without it.
+and neither `deploy` nor `down` touches a same-named alarm without it (`deploy
+--adopt` tags it N's and takes it over).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dogbreed.aws.context import TAG_KEY, VARIANT, Ctx
-from dogbreed.core.errors import AwsError, ConfigError
+from dogbreed.core.errors import ConfigError
 
 NAMESPACE = "AWS/SageMaker"
 PERIOD_S = 60  # one datapoint a minute: the finest period SageMaker's endpoint metrics have
@@ -95,15 +96,33 @@ def alarm_specs(ctx: Ctx, t: Thresholds) -> list[dict[str, Any]]:
     ]
 
 
-def ensure_alarms(ctx: Ctx, t: Thresholds) -> list[str]:
-    """Create or update N's alarms; their names, for AutoRollbackConfiguration."""
+def ensure_alarms(
+    ctx: Ctx, t: Thresholds, current: dict[str, dict[str, Any]] | None = None
+) -> list[str]:
+    """Create or update N's alarms (`current`: claim_alarms's answer, read here when
+    None); their names, for AutoRollbackConfiguration."""
     check_thresholds(t)
     specs = alarm_specs(ctx, t)
-    current = _current(ctx, [s["AlarmName"] for s in specs])
-    _would_check_tags(ctx)
+    current = claim_alarms(ctx) if current is None else current
     for spec in specs:
         _ensure_one(ctx, spec, current.get(spec["AlarmName"]))
     return [s["AlarmName"] for s in specs]
+
+
+def claim_alarms(ctx: Ctx) -> dict[str, dict[str, Any]]:
+    """N's alarms that exist, by name; each must carry N's tag, or --adopt tags it (a
+    ConfigError before any change otherwise)."""
+    current = _current(ctx, list(ctx.names.alarms))
+    _would_check_tags(ctx)
+    for name, alarm in current.items():
+        arn = alarm["AlarmArn"]
+        tags = ctx.read("cloudwatch", "list_tags_for_resource", ResourceARN=arn)
+        ctx.claim("alarm", name, tags.get("Tags"), lambda a=arn: _tag(ctx, a))
+    return current
+
+
+def _tag(ctx: Ctx, arn: str) -> None:
+    ctx.write("cloudwatch", "tag_resource", ResourceARN=arn, Tags=ctx.names.tags)
 
 
 def _current(ctx: Ctx, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -113,15 +132,9 @@ def _current(ctx: Ctx, names: list[str]) -> dict[str, dict[str, Any]]:
 
 def _ensure_one(ctx: Ctx, spec: dict[str, Any], current: dict[str, Any] | None) -> None:
     name = spec["AlarmName"]
-    if current is not None:
-        if not owned(ctx, current):
-            raise AwsError(
-                f"alarm {name} exists without the tag {TAG_KEY}={ctx.names.name}: "
-                "not taking it over (rename or delete it)"
-            )
-        if all(current.get(k) == spec[k] for k in COMPARED):
-            ctx.say(f"alarm {name} unchanged")
-            return
+    if current is not None and all(current.get(k) == spec[k] for k in COMPARED):
+        ctx.say(f"alarm {name} unchanged")
+        return
     # Tags count on creation only (CloudWatch ignores them on an update).
     ctx.write("cloudwatch", "put_metric_alarm", **spec, Tags=ctx.names.tags)
     ctx.say(f"{'updated' if current else 'created'} alarm {name} ({spec['MetricName']})")

@@ -12,7 +12,9 @@ every request sent, or in a dry run every request a real run would send first
 from __future__ import annotations
 
 import json
+import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -23,6 +25,24 @@ from dogbreed.core.errors import AwsError, ConfigError
 VARIANT = "AllTraffic"
 TAG_KEY = "dogbreed:name"  # every resource a command creates for N carries TAG_KEY=N
 DRY_RUN_ACCOUNT = "123456789012"
+LIST_PAGE = 100  # the most SageMaker's list calls answer at once (NextToken for the rest)
+# N: what every service takes in a name (SageMaker's pattern is the narrowest: letters,
+# digits and hyphens, a letter or digit at each end). No `*`, `?` or `/`, which IAM
+# policies and ARNs would read as wildcards or paths.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
+DIGEST_CHARS = 8  # config.digest's default: models, endpoint configs, training jobs N-<digest>
+# The longest name each service takes, by kind of resource (the services' API references).
+MAX_CHARS = {
+    "IAM role": 64,
+    "Lambda function": 64,
+    "SageMaker endpoint": 63,
+    "SageMaker endpoint config": 63,
+    "SageMaker model": 63,
+    "SageMaker training job": 63,
+    "CloudWatch alarm": 255,
+    "scaling policy": 256,
+    "log group": 512,
+}
 
 # Error codes that mean "no such resource", per call. Checked against the operation's
 # error shapes in botocore's service models (botocore/data/<service>/<version>/
@@ -51,6 +71,9 @@ MISSING: dict[tuple[str, str], tuple[str, ...]] = {
     ("lambda", "delete_function"): ("ResourceNotFoundException",),
     ("lambda", "get_function_url_config"): ("ResourceNotFoundException",),
     ("lambda", "get_policy"): ("ResourceNotFoundException",),  # no resource policy yet
+    ("lambda", "get_provisioned_concurrency_config"): (
+        "ProvisionedConcurrencyConfigNotFoundException",
+    ),
     ("logs", "delete_log_group"): ("ResourceNotFoundException",),
     # Teardown deletes only the alarms DescribeAlarms listed: this covers one gone meanwhile.
     ("cloudwatch", "delete_alarms"): ("ResourceNotFound",),
@@ -87,6 +110,41 @@ class Names:
     """Every resource name of deployment N."""
 
     name: str
+
+    def derived(self) -> list[tuple[str, str]]:
+        """(kind, name) of every resource named after N, at its longest (MAX_CHARS's kinds)."""
+        digested = f"{self.name}-{'0' * DIGEST_CHARS}"
+        return [
+            ("IAM role", self.sagemaker_role),
+            ("IAM role", self.lambda_role),
+            ("Lambda function", self.function),
+            ("SageMaker endpoint", self.endpoint),
+            ("SageMaker endpoint config", digested),
+            ("SageMaker model", digested),
+            ("SageMaker training job", digested),
+            *[("CloudWatch alarm", alarm) for alarm in self.alarms],
+            ("scaling policy", self.scaling_policy),
+            ("log group", self.log_group),
+        ]
+
+    def check(self) -> Names:
+        """N itself, or a ConfigError (one line) before any request: characters every
+        service takes, and every derived name within its service's length limit."""
+        if not NAME_PATTERN.fullmatch(self.name):
+            raise ConfigError(
+                f"--name {self.name!r}: use letters, digits and hyphens only, starting and "
+                "ending with a letter or digit (SageMaker's rule; `*`, `?`, `/`, `_` and `.` "
+                "would break names or policies)"
+            )
+        for kind, derived in self.derived():
+            if len(derived) > MAX_CHARS[kind]:
+                room = MAX_CHARS[kind] - (len(derived) - len(self.name))
+                raise ConfigError(
+                    f"--name {self.name!r} is {len(self.name)} characters: the {kind} "
+                    f"{derived} would be {len(derived)}, over its {MAX_CHARS[kind]}; "
+                    f"use {room} characters or fewer"
+                )
+        return self
 
     @property
     def sagemaker_role(self) -> str:
@@ -131,6 +189,11 @@ class Names:
         name from an earlier answer (the endpoint's config, a listed model)."""
         return f"{self.name}-{'0' * 8}"
 
+    @property
+    def tag_dict(self) -> dict[str, str]:
+        """N's tag as Lambda takes it."""
+        return {TAG_KEY: self.name}
+
     def tagged(self, tags: Any) -> bool:
         """Whether a resource's tags (a list of {"Key", "Value"}, or Lambda's dict) say N's."""
         key, value = TAG_KEY, self.name
@@ -158,6 +221,7 @@ class Ctx:
     config: dict[str, Any]
     dry_run: bool = False
     out: Any = sys.stdout
+    adopt: bool = False  # take over same-named resources without N's tag (--adopt)
     requests: list[Request] = field(default_factory=list)  # sent, or a dry run's
     _session: Any = None
     _clients: dict[str, Any] = field(default_factory=dict)
@@ -255,6 +319,35 @@ class Ctx:
         shown = ", ".join(named) if isinstance(named, list) else named
         self.say(f"deleted: {service} {kind} {shown}")
         return True
+
+    def pages(self, service: str, op: str, key: str, **params) -> list[dict[str, Any]]:
+        """Every item of a listing (`key` of each answer), following NextToken to the end;
+        [] in a dry run."""
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            page = self.read(service, op, **params, **({"NextToken": token} if token else {}))
+            if page is None:
+                return items
+            items += page.get(key, [])
+            token = page.get("NextToken")
+            if not token:
+                return items
+
+    def claim(self, kind: str, name: str, tags: Any, tag_it: Callable[[], Any]) -> None:
+        """Go on with a found resource only when it carries N's tag, or --adopt takes it
+        over (`tag_it` sends the tagging request); otherwise a ConfigError, sent before
+        this command changes anything of it."""
+        if self.names.tagged(tags):
+            return
+        shown = f"{TAG_KEY}={self.names.name}"
+        if not self.adopt:
+            raise ConfigError(
+                f"{kind} {name} exists without the tag {shown}: dogbreed did not create it "
+                f"for {self.names.name}; choose another --name, or pass --adopt to take it over"
+            )
+        tag_it()
+        self.say(f"adopted {kind} {name} (tagged {shown})")
 
     def _send(self, service: str, op: str, params: dict[str, Any], missing_ok: bool) -> Any:
         self.requests.append(Request(service, op, params))

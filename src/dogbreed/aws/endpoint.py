@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from dogbreed.aws.alarms import Thresholds, check_thresholds, ensure_alarms
+from dogbreed.aws.alarms import Thresholds, check_thresholds, claim_alarms, ensure_alarms
 from dogbreed.aws.config import digest
 from dogbreed.aws.context import VARIANT, Ctx
 from dogbreed.aws.rollout import (
@@ -84,9 +84,20 @@ def cmd_deploy(ctx: Ctx, opts: DeployOptions) -> dict[str, Any] | None:
             "to serverless: deploy under another --name, or delete it first "
             f"(aws down --name {ctx.names.name})"
         )
-    model_name = _ensure_model(ctx, opts, isolated=not plan.serverless)
-    config_name = _ensure_endpoint_config(ctx, model_name, plan)
-    alarms = ensure_alarms(ctx, plan.thresholds)  # before an update names them for rollback
+    model = _model_request(ctx, opts, isolated=not plan.serverless)
+    model_name = f"{ctx.names.name}-{digest(model)}"
+    variants = [{"VariantName": VARIANT, "ModelName": model_name, **plan.capacity}]
+    config_name = f"{ctx.names.name}-{digest(variants)}"
+    # What exists is checked for N's tag before anything changes (--adopt takes it over).
+    claim_endpoint(ctx, live)
+    found_model = _claimed(ctx, "model", "describe_model", "ModelName", model_name)
+    found_config = _claimed(
+        ctx, "endpoint-config", "describe_endpoint_config", "EndpointConfigName", config_name
+    )
+    found_alarms = claim_alarms(ctx)
+    _ensure_model(ctx, model_name, model, found_model)
+    _ensure_endpoint_config(ctx, config_name, variants, found_config)
+    alarms = ensure_alarms(ctx, plan.thresholds, found_alarms)  # before an update names them
     updated = _ensure_endpoint(ctx, live, config_name, plan, alarms)
     if ctx.dry_run:
         return None
@@ -95,6 +106,34 @@ def cmd_deploy(ctx: Ctx, opts: DeployOptions) -> dict[str, Any] | None:
     endpoint = wait_in_service(ctx, wait)
     _check_rolled_out(ctx, endpoint, config_name)
     return endpoint
+
+
+def _add_tags(ctx: Ctx, arn: str) -> None:
+    ctx.write("sagemaker", "add_tags", ResourceArn=arn, Tags=ctx.names.tags)
+
+
+def claim_endpoint(ctx: Ctx, endpoint: dict[str, Any] | None) -> None:
+    """A found endpoint (DescribeEndpoint's answer) must carry N's tag, or be adopted."""
+    n = ctx.names
+    ctx.would_read("sagemaker", "list_tags", ResourceArn=ctx.sagemaker_arn("endpoint", n.endpoint))
+    if endpoint is None:
+        return
+    arn = endpoint["EndpointArn"]
+    tags = ctx.read("sagemaker", "list_tags", ResourceArn=arn)
+    ctx.claim("endpoint", n.endpoint, tags.get("Tags"), lambda: _add_tags(ctx, arn))
+
+
+def _claimed(ctx: Ctx, kind: str, describe: str, key: str, name: str) -> dict[str, Any] | None:
+    """Describe N's model or endpoint config `name`; one found must carry N's tag (or be
+    adopted). None when there is none."""
+    found = ctx.find("sagemaker", describe, **{key: name})
+    arn = ctx.sagemaker_arn(kind, name)
+    ctx.would_read("sagemaker", "list_tags", ResourceArn=arn)
+    if found is not None:
+        arn = found.get("ModelArn") or found.get("EndpointConfigArn") or arn
+        tags = ctx.read("sagemaker", "list_tags", ResourceArn=arn)
+        ctx.claim(kind.replace("-", " "), name, tags.get("Tags"), lambda: _add_tags(ctx, arn))
+    return found
 
 
 def _check_rolled_out(ctx: Ctx, endpoint: dict[str, Any], config_name: str) -> None:
@@ -165,32 +204,35 @@ def _serverless_config(memory_mb: int, concurrency: int) -> dict[str, int]:
     return {"MemorySizeInMB": memory_mb, "MaxConcurrency": concurrency}
 
 
-def _ensure_model(ctx: Ctx, opts: DeployOptions, isolated: bool) -> str:
+def _model_request(ctx: Ctx, opts: DeployOptions, isolated: bool) -> dict[str, Any]:
+    """CreateModel's settings (its name is N-<digest of them>)."""
     workers = settings.MODEL_SERVER_WORKERS
-    model = {
+    default = settings.SERVE_ENV[workers].default  # None: the server sizes it by memory
+    return {
         "PrimaryContainer": {
             "Image": opts.image,
             "ModelDataUrl": opts.model_data,
-            "Environment": {workers: settings.SERVE_ENV[workers].default},
+            "Environment": {} if default is None else {workers: default},
         },
         "ExecutionRoleArn": ctx.role_arn(ctx.names.sagemaker_role),
         # The container needs no network (model load never touches it), but serverless
         # endpoints do not support network isolation: they get a model without it.
         "EnableNetworkIsolation": isolated,
     }
-    name = f"{ctx.names.name}-{digest(model)}"
-    if ctx.find("sagemaker", "describe_model", ModelName=name):
+
+
+def _ensure_model(ctx: Ctx, name: str, model: dict[str, Any], found: dict | None) -> None:
+    if found:
         ctx.say(f"model {name} unchanged")
     else:
         ctx.write("sagemaker", "create_model", ModelName=name, **model, Tags=ctx.names.tags)
         ctx.say(f"created model {name}")
-    return name
 
 
-def _ensure_endpoint_config(ctx: Ctx, model_name: str, plan: Plan) -> str:
-    variants = [{"VariantName": VARIANT, "ModelName": model_name, **plan.capacity}]
-    name = f"{ctx.names.name}-{digest(variants)}"
-    if ctx.find("sagemaker", "describe_endpoint_config", EndpointConfigName=name):
+def _ensure_endpoint_config(
+    ctx: Ctx, name: str, variants: list[dict[str, Any]], found: dict | None
+) -> None:
+    if found:
         ctx.say(f"endpoint config {name} unchanged")
     else:
         ctx.write(
@@ -201,7 +243,6 @@ def _ensure_endpoint_config(ctx: Ctx, model_name: str, plan: Plan) -> str:
             Tags=ctx.names.tags,  # `aws down` deletes only configs with N's tag
         )
         ctx.say(f"created endpoint config {name}")
-    return name
 
 
 def _ensure_endpoint(
@@ -297,6 +338,7 @@ def scale_settings(ctx: Ctx, opts: ScaleOptions) -> dict[str, Any]:
 
 def cmd_autoscale(ctx: Ctx, opts: ScaleOptions) -> None:
     endpoint = ctx.find("sagemaker", "describe_endpoint", EndpointName=ctx.names.endpoint)
+    claim_endpoint(ctx, endpoint)  # its scaling is the endpoint's: N's, or adopted
     if endpoint is not None and is_serverless(endpoint):
         raise ConfigError(
             f"endpoint {ctx.names.endpoint} is serverless: SageMaker scales it by itself up to "

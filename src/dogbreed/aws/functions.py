@@ -27,6 +27,8 @@ ALIAS = "live"
 SOURCE = Path(__file__).parent / "lambda_function.py"
 HANDLER = "lambda_function.lambda_handler"
 SERVERLESS_MAX_BYTES = 4 * 1024 * 1024  # a serverless endpoint's payload limit
+ENDPOINT_MAX_BYTES = 6 * 1024 * 1024  # InvokeEndpoint's payload limit (instance endpoints)
+INVOKE_MAX_BYTES = 6 * 1024 * 1024  # a synchronous Lambda Invoke's request payload limit
 # Keys of GetFunctionConfiguration that differ between versions of equal functions.
 PER_VERSION = (
     "Version",
@@ -75,6 +77,7 @@ def lambda_zip() -> bytes:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         info = zipfile.ZipInfo(SOURCE.name, date_time=(1980, 1, 1, 0, 0, 0))
         info.external_attr = 0o644 << 16
+        info.compress_type = zipfile.ZIP_DEFLATED  # a ZipInfo's own default is stored
         zf.writestr(info, SOURCE.read_bytes())
     return buf.getvalue()
 
@@ -140,12 +143,15 @@ def _ensure_function(ctx: Ctx, zip_bytes: bytes, sha: str, settings: dict[str, A
             "create_function",
             FunctionName=n.function,
             Code={"ZipFile": zip_bytes},
-            Tags={"dogbreed:name": n.name},
+            Tags=n.tag_dict,
             **settings,
         )
         ctx.say(f"created function {n.function}")
         return
     conf = current["Configuration"]
+    # Its code, configuration, role, alias, concurrency and URL are N's only when it is.
+    arn = conf["FunctionArn"]
+    ctx.claim("function", n.function, current.get("Tags") or {}, lambda: _tag(ctx, arn))
     if conf["CodeSha256"] != sha:
         ctx.write("lambda", "update_function_code", FunctionName=n.function, ZipFile=zip_bytes)
         ctx.say(f"updated code of {n.function}")
@@ -153,6 +159,10 @@ def _ensure_function(ctx: Ctx, zip_bytes: bytes, sha: str, settings: dict[str, A
     if any(conf.get(k) != v for k, v in settings.items()):
         ctx.write("lambda", "update_function_configuration", FunctionName=n.function, **settings)
         ctx.say(f"updated configuration of {n.function}")
+
+
+def _tag(ctx: Ctx, arn: str) -> None:
+    ctx.write("lambda", "tag_resource", Resource=arn, Tags=ctx.names.tag_dict)
 
 
 def _wait_function(ctx: Ctx, timeout_s: float = 120) -> None:
@@ -225,6 +235,20 @@ def _concurrency(ctx: Ctx, reserved: int, provisioned: int) -> None:
             "lambda", "put_provisioned_concurrency_config", **provisioned_request(ctx, provisioned)
         )
         ctx.say(f"provisioned concurrency of {n.function}:{ALIAS}: {provisioned}")
+    else:
+        _remove_provisioned(ctx)
+
+
+def _remove_provisioned(ctx: Ctx) -> None:
+    """Provisioned concurrency 0: delete the config on 'live' (billed while it exists)."""
+    where = {"FunctionName": ctx.names.function, "Qualifier": ALIAS}
+    found = ctx.find("lambda", "get_provisioned_concurrency_config", **where)
+    if found is None and not ctx.dry_run:
+        ctx.say(f"provisioned concurrency of {ctx.names.function}:{ALIAS}: none")
+        return
+    # A dry run cannot tell: it shows the request a real run sends when one is set.
+    ctx.write("lambda", "delete_provisioned_concurrency_config", **where)
+    ctx.say(f"removed provisioned concurrency of {ctx.names.function}:{ALIAS}")
 
 
 # ---- the front door: a function URL on 'live' ----------------------------------------------
@@ -282,6 +306,7 @@ def cmd_invoke(ctx: Ctx, opts: InvokeOptions) -> dict[str, Any]:
     """Classify one image: {"breed", "index", "score", ...}."""
     data = _read_file(opts.image, "image")
     if opts.endpoint:
+        _check_size(opts.image, len(data), ENDPOINT_MAX_BYTES, "InvokeEndpoint's payload")
         response = ctx.call(
             "sagemaker-runtime",
             "invoke_endpoint",
@@ -292,12 +317,10 @@ def cmd_invoke(ctx: Ctx, opts: InvokeOptions) -> dict[str, Any]:
         )
         answer = _json(response["Body"].read(), "endpoint")
         return _fields(answer, {"breed": "label", "index": "index", "score": "score"}, "endpoint")
+    payload = json.dumps({"image_base64": base64.b64encode(data).decode()}).encode()
+    _check_size(opts.image, len(payload), INVOKE_MAX_BYTES, "Lambda's Invoke payload (base64)")
     response = ctx.call(
-        "lambda",
-        "invoke",
-        FunctionName=ctx.names.function,
-        Qualifier=ALIAS,
-        Payload=json.dumps({"image_base64": base64.b64encode(data).decode()}).encode(),
+        "lambda", "invoke", FunctionName=ctx.names.function, Qualifier=ALIAS, Payload=payload
     )
     answer = _json(response["Payload"].read(), "function")
     if "FunctionError" in response:  # the function crashed: Lambda's error document
@@ -306,6 +329,12 @@ def cmd_invoke(ctx: Ctx, opts: InvokeOptions) -> dict[str, Any]:
         raise AwsError(f"{opts.image}: {answer.get('statusCode')}: {answer['error']}")
     _fields(answer, {k: k for k in ("breed", "index", "score")}, "function")
     return answer
+
+
+def _check_size(image: Path, size: int, limit: int, what: str) -> None:
+    """A request AWS would refuse, refused before it is sent (the size as AWS counts it)."""
+    if size > limit:
+        raise ConfigError(f"{image}: the request would be {size} bytes, over {what} limit {limit}")
 
 
 def _read_file(path: Path, what: str) -> bytes:

@@ -12,8 +12,14 @@ allowed prefix, 413 too large, 502 endpoint failure, 504 endpoint timeout, each
 
 Configuration (environment): ENDPOINT_NAME (required), ALLOW_URL_FETCH ("true"
 turns URL fetching on; off otherwise), S3_PREFIX (s3://bucket/prefix/: where
-s3_uri may read; unset, s3_uri is refused), MAX_IMAGE_BYTES (6 MB), URL_TIMEOUT_S
-(5: one deadline for a whole fetch, redirects included), ENDPOINT_TIMEOUT_S (20).
+s3_uri may read; unset, s3_uri is refused), MAX_IMAGE_BYTES (6 MiB: the largest
+InvokeEndpoint body, counted after encoding; 4 MiB for a serverless endpoint),
+URL_TIMEOUT_S (5: one deadline for a whole fetch, redirects included),
+ENDPOINT_TIMEOUT_S (20).
+
+Time: the endpoint is called once (a read timeout is never retried: a slow request
+would reach the endpoint again and outlast the function), and never for longer than
+the invocation has left, so a slow endpoint is a 504, not Lambda's own timeout error.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
 
 log = logging.getLogger("dogbreed.lambda")
-_clients: dict[str, object] = {}
+_clients: dict[tuple[str, float], object] = {}  # (service, read timeout) -> client
 
 HTTPS_PORT = 443  # the only port fetched (tests aim it at a loopback server)
 CA_FILE: str | None = None  # None: the system's trust store (tests trust their own)
@@ -71,15 +77,35 @@ def _max_bytes() -> int:
     return int(_setting("MAX_IMAGE_BYTES", str(6 * 1024 * 1024)))
 
 
-def _client(service: str):
-    """boto3 clients, created once per container, with explicit timeouts and retries."""
-    if service not in _clients:
-        read = float(_setting("ENDPOINT_TIMEOUT_S", "20"))
+CONNECT_TIMEOUT_S = 3
+ANSWER_S = 1  # kept back from the invocation's time to answer after giving up on the endpoint
+S3_READ_TIMEOUT_S = 5
+
+
+def _client(service: str, read_timeout: float = S3_READ_TIMEOUT_S):
+    """boto3 clients, created once per container and read timeout, each call sent once
+    (botocore's retries would repeat a timed-out request: several times the time)."""
+    key = (service, read_timeout)
+    if key not in _clients:
         config = Config(
-            connect_timeout=3, read_timeout=read, retries={"max_attempts": 3, "mode": "standard"}
+            connect_timeout=CONNECT_TIMEOUT_S,
+            read_timeout=read_timeout,
+            retries={"total_max_attempts": 1, "mode": "standard"},
         )
-        _clients[service] = boto3.client(service, config=config)
-    return _clients[service]
+        _clients[key] = boto3.client(service, config=config)
+    return _clients[key]
+
+
+def endpoint_timeout_s(context: object) -> float:
+    """Seconds to wait for the endpoint: ENDPOINT_TIMEOUT_S, or less when the invocation
+    has less time left (connect and answer included); 0: no time left."""
+    wanted = float(_setting("ENDPOINT_TIMEOUT_S", "20"))
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is not None:
+        left = remaining() / 1000 - CONNECT_TIMEOUT_S - ANSWER_S
+        if left < wanted:
+            wanted = float(max(0, int(left)))  # whole seconds: few clients per container
+    return wanted
 
 
 # ---- input: base64 and S3 -----------------------------------------------------------------
@@ -315,7 +341,23 @@ def _parse_proxy(event: dict) -> tuple[bytes, int | None, str]:
 # ---- endpoint -------------------------------------------------------------------------------
 
 
-def _invoke(image: bytes, top_k: int | None) -> dict:
+def _body(image: bytes, top_k: int | None) -> tuple[bytes, str]:
+    """(InvokeEndpoint body, content type); a 413 when the body, as sent, is over the
+    endpoint's limit (top_k sends the image base64-encoded in JSON: 4/3 of its size)."""
+    if top_k is None:
+        body, content_type = image, "application/x-image"
+    else:
+        doc = {"image": base64.b64encode(image).decode(), "top_k": top_k}
+        body, content_type = json.dumps(doc).encode(), "application/json"
+    if len(body) > _max_bytes():
+        encoded = " (base64 in JSON, for top_k)" if top_k is not None else ""
+        raise RequestError(
+            413, f"the request to the endpoint is over its {_max_bytes()}-byte limit{encoded}"
+        )
+    return body, content_type
+
+
+def _invoke(image: bytes, top_k: int | None, timeout_s: float) -> dict:
     if not image:
         raise RequestError(400, "the image is empty")
     if len(image) > _max_bytes():
@@ -323,13 +365,11 @@ def _invoke(image: bytes, top_k: int | None) -> dict:
     endpoint = os.environ.get("ENDPOINT_NAME")
     if not endpoint:
         raise RequestError(502, "ENDPOINT_NAME is not configured")
-    if top_k is None:
-        body, content_type = image, "application/x-image"
-    else:
-        body = json.dumps({"image": base64.b64encode(image).decode(), "top_k": top_k})
-        content_type = "application/json"
+    body, content_type = _body(image, top_k)
+    if timeout_s <= 0:
+        raise RequestError(504, "no time left to call the endpoint")
     try:
-        response = _client("sagemaker-runtime").invoke_endpoint(
+        response = _client("sagemaker-runtime", timeout_s).invoke_endpoint(
             EndpointName=endpoint, ContentType=content_type, Accept="application/json", Body=body
         )
     except (ReadTimeoutError, ConnectTimeoutError):
@@ -427,7 +467,7 @@ def lambda_handler(event: dict, context: object) -> dict:
     try:
         image, top_k, source = _parse_proxy(event) if proxy else _parse_json(event)
         size = len(image)
-        status, body = 200, _invoke(image, top_k)
+        status, body = 200, _invoke(image, top_k, endpoint_timeout_s(context))
     except RequestError as exc:
         status, body = exc.status, {"error": exc.message}
     except Exception as exc:  # never leak internals: log the type, answer a generic 502

@@ -1,9 +1,13 @@
-"""The operator's policy: what the person or CI role that runs `dogbreed aws` for N needs.
+"""The operator's policies: what the person or CI role that runs `dogbreed aws` for N needs.
 
-One table, OPERATOR: the actions the commands call, each on N's resources (ARNs
-built from N's names, the region and the account), plus what AWS checks along
-with a call (tagging on create, Application Auto Scaling's checks on the caller).
-`dogbreed aws iam --name N --operator-policy` prints it filled in.
+Two tables. OPERATOR, the day-to-day policy: the actions the commands call, each on
+N's resources (ARNs built from N's names, the region and the account), plus what AWS
+checks along with a call (tagging on create, Application Auto Scaling's checks on the
+caller). It reads N's two roles and passes each to its own service, and writes no IAM
+at all: whoever could rewrite a role's trust or permissions could make it an
+administrator and assume it. ADMIN, the administrator's: creating, changing, adopting
+and deleting those two roles (`aws iam`, `aws down` without --keep-roles), run once.
+`dogbreed aws iam --name N --operator-policy` (or `--admin-policy`) prints one filled in.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ SM = "arn:aws:sagemaker:{region}:{account}"
 ROLE = "arn:aws:iam::{account}:role"
 FUNCTION = "arn:aws:lambda:{region}:{account}:function:{n.function}"
 VARIANT_INSTANCES = "sagemaker:variant:DesiredInstanceCount"  # endpoint.SCALABLE_DIMENSION
+THE_TWO_ROLES = (ROLE + "/{n.sagemaker_role}", ROLE + "/{n.lambda_role}")
 AUTOSCALING_ROLE = (
     ROLE + "/aws-service-role/sagemaker.application-autoscaling.amazonaws.com/"
     "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
@@ -43,21 +48,8 @@ AUTOSCALING_ROLE = (
 # action here (tests/unit/aws/test_operator_policy.py runs every verb and says what is
 # missing). Tag-on-create needs the service's tagging action too.
 OPERATOR: tuple[Grant, ...] = (
-    # iam, down: the two roles, their trust and inline policy; --adopt tags a found role.
-    Grant(
-        "ManageTheTwoRoles",
-        (
-            "iam:GetRole",
-            "iam:CreateRole",
-            "iam:TagRole",
-            "iam:UpdateAssumeRolePolicy",
-            "iam:GetRolePolicy",
-            "iam:PutRolePolicy",
-            "iam:DeleteRolePolicy",
-            "iam:DeleteRole",
-        ),
-        (ROLE + "/{n.sagemaker_role}", ROLE + "/{n.lambda_role}"),
-    ),
+    # iam, up, status, down: the two roles read (ADMIN changes them).
+    Grant("ReadTheTwoRoles", ("iam:GetRole", "iam:GetRolePolicy"), THE_TWO_ROLES),
     # train, tune, deploy hand a role to a service: each role to its own service only.
     Grant(
         "PassExecutionRoleToSageMaker",
@@ -208,6 +200,8 @@ OPERATOR: tuple[Grant, ...] = (
             "lambda:GetFunctionConcurrency",
             "lambda:PutFunctionConcurrency",
             "lambda:PutProvisionedConcurrencyConfig",
+            "lambda:GetProvisionedConcurrencyConfig",
+            "lambda:DeleteProvisionedConcurrencyConfig",
             "lambda:InvokeFunction",
             "lambda:DeleteFunction",
         ),
@@ -245,6 +239,25 @@ OPERATOR: tuple[Grant, ...] = (
 )
 
 
+# The administrator's: `aws iam` (create, update, --adopt's tag) and `aws down` (delete).
+ADMIN: tuple[Grant, ...] = (
+    Grant(
+        "ManageTheTwoRoles",
+        (
+            "iam:GetRole",
+            "iam:CreateRole",
+            "iam:TagRole",
+            "iam:UpdateAssumeRolePolicy",
+            "iam:GetRolePolicy",
+            "iam:PutRolePolicy",
+            "iam:DeleteRolePolicy",
+            "iam:DeleteRole",
+        ),
+        THE_TWO_ROLES,
+    ),
+)
+
+
 def _operator_fields(names: Names, region: str, account: str, data: str) -> dict[str, Any]:
     bucket, _ = split_s3(data, "data")
     return {
@@ -267,11 +280,9 @@ def _fill(template: Any, fields: dict[str, Any]) -> Any:
     return [_fill(v, fields) for v in template]
 
 
-def operator_policy(names: Names, region: str, account: str, data: str) -> dict[str, Any]:
-    """What the person or CI role running `dogbreed aws` for N needs: OPERATOR, filled in."""
-    fields = _operator_fields(names, region, account, data)
+def _policy(grants: tuple[Grant, ...], fields: dict[str, Any]) -> dict[str, Any]:
     statements = []
-    for grant in OPERATOR:
+    for grant in grants:
         statement: dict[str, Any] = {
             "Sid": grant.sid,
             "Effect": "Allow",
@@ -282,3 +293,14 @@ def operator_policy(names: Names, region: str, account: str, data: str) -> dict[
             statement["Condition"] = _fill(grant.condition, fields)
         statements.append(statement)
     return {"Version": VERSION, "Statement": statements}
+
+
+def operator_policy(names: Names, region: str, account: str, data: str) -> dict[str, Any]:
+    """What the person or CI role running `dogbreed aws` for N needs day to day: OPERATOR,
+    filled in."""
+    return _policy(OPERATOR, _operator_fields(names, region, account, data))
+
+
+def admin_policy(names: Names, account: str) -> dict[str, Any]:
+    """What creating, changing and deleting N's two roles needs: ADMIN, filled in."""
+    return _policy(ADMIN, {"account": account, "n": names})

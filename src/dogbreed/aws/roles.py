@@ -1,6 +1,7 @@
 """`dogbreed aws iam`: the SageMaker execution role and the Lambda role, each with
-its trust policy and one inline least-privilege policy (documents in policies.py),
-and `--operator-policy`: what the person or CI role running the commands needs
+its trust policy and one inline least-privilege policy (documents in policies.py);
+`--operator-policy`: what the person or CI role running the commands day to day
+needs, and `--admin-policy`: what creating and changing the roles needs
 (operator_policy.py).
 
 A role is created tagged dogbreed:name=N. A same-named role without that tag is
@@ -17,21 +18,31 @@ from typing import Any
 from dogbreed.aws import operator_policy as operator
 from dogbreed.aws import policies
 from dogbreed.aws.context import Ctx
-from dogbreed.core.errors import ConfigError
 
 
-def cmd_iam(ctx: Ctx, adopt: bool = False) -> None:
+def cmd_iam(ctx: Ctx) -> None:
     docs, trusts = role_policies(ctx), role_trusts(ctx)
     found = {role: ctx.find("iam", "get_role", RoleName=role) for role in trusts}
-    for current in found.values():  # refuse before changing anything
+    for role, current in found.items():  # refuse before changing anything
         if current is not None:
-            _claim(ctx, current["Role"], adopt)
+            tag = {"RoleName": role, "Tags": ctx.names.tags}
+            ctx.claim("role", role, current["Role"].get("Tags"), lambda t=tag: _tag(ctx, t))
     for role, (service, trust) in trusts.items():
         ensure_role(ctx, role, service, trust, docs[role], found[role])
 
 
+def _tag(ctx: Ctx, request: dict[str, Any]) -> None:
+    ctx.write("iam", "tag_role", **request)
+
+
 def operator_policy(ctx: Ctx) -> dict[str, Any]:
+    """The day-to-day policy: every verb but the role writes (no IAM write at all)."""
     return operator.operator_policy(ctx.names, ctx.region, ctx.account, ctx.config["data"])
+
+
+def admin_policy(ctx: Ctx) -> dict[str, Any]:
+    """The administrator's policy: creating, changing and deleting N's two roles."""
+    return operator.admin_policy(ctx.names, ctx.account)
 
 
 def role_trusts(ctx: Ctx) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -95,22 +106,6 @@ def ensure_role(
         "iam", "put_role_policy", RoleName=role, PolicyName=role, PolicyDocument=json.dumps(policy)
     )
     ctx.say(f"{'set' if current is None else 'updated'} inline policy {role} on {role}")
-
-
-def _claim(ctx: Ctx, role: dict[str, Any], adopt: bool) -> None:
-    """Go on only with a role this deployment created (tagged for N), or one --adopt takes."""
-    tags = {(t["Key"], t["Value"]) for t in role.get("Tags") or []}
-    mine = {(t["Key"], t["Value"]) for t in ctx.names.tags}
-    if mine <= tags:
-        return
-    name, shown = role["RoleName"], ", ".join(f"{k}={v}" for k, v in sorted(mine))
-    if not adopt:
-        raise ConfigError(
-            f"role {name} exists but dogbreed did not create it for {ctx.names.name} (no tag "
-            f"{shown}): choose another --name, or pass --adopt to take the role over"
-        )
-    ctx.write("iam", "tag_role", RoleName=name, Tags=ctx.names.tags)
-    ctx.say(f"adopted role {name} (tagged {shown})")
 
 
 def _doc(value: Any) -> Any:

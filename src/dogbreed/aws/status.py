@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dogbreed.aws.alarms import alarm_arn, owned
-from dogbreed.aws.context import TAG_KEY, Ctx
+from dogbreed.aws.context import LIST_PAGE, TAG_KEY, Ctx
 from dogbreed.aws.endpoint import SCALABLE_DIMENSION, is_serverless
 from dogbreed.aws.functions import ALIAS, find_function_url
 
@@ -89,17 +89,17 @@ def _roles(ctx: Ctx) -> list[Row]:
 def _training(ctx: Ctx) -> list[Row]:
     """N's newest training job (N-<digest>), and how many N has."""
     n = ctx.names
-    listed = ctx.read(
+    listed = ctx.pages(
         "sagemaker",
         "list_training_jobs",
+        "TrainingJobSummaries",
         NameContains=n.name,
         SortBy="CreationTime",
         SortOrder="Descending",
-        MaxResults=100,
+        MaxResults=LIST_PAGE,
     )
-    jobs = [
-        j for j in (listed or {}).get("TrainingJobSummaries", []) if n.owns(j["TrainingJobName"])
-    ]
+    # Every page, newest first; N's own only (N-<digest>, not N-v2-<digest> or xN-<digest>).
+    jobs = [j for j in listed if n.owns(j["TrainingJobName"])]
     ctx.would_read("sagemaker", "describe_training_job", TrainingJobName=n.stand_in)
     if not jobs:
         return [Row("training job", f"{n.name}-<digest>", MISSING)]

@@ -20,14 +20,15 @@ from __future__ import annotations
 from typing import Any
 
 from dogbreed.aws.alarms import delete_alarms
-from dogbreed.aws.context import TAG_KEY, Ctx
+from dogbreed.aws.context import LIST_PAGE, TAG_KEY, Ctx
 from dogbreed.aws.endpoint import scaling_target
 
 Step = tuple[str, str, dict[str, Any]]  # service, operation, parameters
 
 
-def cmd_down(ctx: Ctx) -> list[str]:
-    """Delete N's resources; the same-named ones it left (not tagged for N)."""
+def cmd_down(ctx: Ctx, keep_roles: bool = False) -> list[str]:
+    """Delete N's resources (its roles too unless `keep_roles`); the same-named ones it
+    left (not tagged for N)."""
     left: list[str] = []
     endpoint = _endpoint_is_mine(ctx)
     if endpoint is False:
@@ -39,8 +40,9 @@ def cmd_down(ctx: Ctx) -> list[str]:
     left += [f"alarm {a}" for a in delete_alarms(ctx)]  # they watch the endpoint
     left += _models_and_configs(ctx)
     left += _function(ctx)
-    left += _roles(ctx)
-    ctx.say(_left(ctx, left))
+    if not keep_roles:
+        left += _roles(ctx)
+    ctx.say(_left(ctx, left, keep_roles))
     return left
 
 
@@ -56,7 +58,7 @@ def _leave(ctx: Ctx, kind: str, name: str, also: str = "") -> str:
     return f"{kind} {name}"
 
 
-def _left(ctx: Ctx, foreign: list[str]) -> str:
+def _left(ctx: Ctx, foreign: list[str], keep_roles: bool = False) -> str:
     """What `down` does not delete, in one line."""
     c, n = ctx.config, ctx.names
     line = (
@@ -65,6 +67,8 @@ def _left(ctx: Ctx, foreign: list[str]) -> str:
         "tuning job records (SageMaker keeps them); SageMaker's log groups "
         f"/aws/sagemaker/Endpoints/{n.endpoint} and /aws/sagemaker/TrainingJobs"
     )
+    if keep_roles:
+        line += f"; the roles {n.sagemaker_role} and {n.lambda_role} (--keep-roles)"
     if foreign:
         line += f"; not N's (no tag {TAG_KEY}={n.name}): {', '.join(foreign)}"
     return line
@@ -121,10 +125,12 @@ def _scaling_steps(ctx: Ctx) -> list[Step]:
 
 
 def _models_and_configs(ctx: Ctx) -> list[str]:
-    """Delete the endpoint configs and models named N-<digest> that carry N's tag."""
+    """Delete the endpoint configs and models named N-<digest> that carry N's tag (every
+    page of the listings; names matched exactly, not by the listing's substring)."""
     n = ctx.names
-    configs = ctx.read("sagemaker", "list_endpoint_configs", NameContains=n.name, MaxResults=100)
-    models = ctx.read("sagemaker", "list_models", NameContains=n.name, MaxResults=100)
+    listed = {"NameContains": n.name, "MaxResults": LIST_PAGE}
+    configs = ctx.pages("sagemaker", "list_endpoint_configs", "EndpointConfigs", **listed)
+    models = ctx.pages("sagemaker", "list_models", "Models", **listed)
     if ctx.dry_run:
         ctx.say(f"for each endpoint config and model N-<digest> tagged {TAG_KEY}={n.name} "
                 f"({n.stand_in} here):")  # fmt: skip
@@ -140,8 +146,8 @@ def _models_and_configs(ctx: Ctx) -> list[str]:
                 c["EndpointConfigName"],
                 c["EndpointConfigArn"],
             )
-            for c in configs["EndpointConfigs"]
-        ] + [("model", "ModelName", m["ModelName"], m["ModelArn"]) for m in models["Models"]]
+            for c in configs
+        ] + [("model", "ModelName", m["ModelName"], m["ModelArn"]) for m in models]
     left = []
     for kind, key, name, arn in found:
         if not n.owns(name):  # another deployment's: N-v2-<digest>, or not ours at all

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from dogbreed.aws.invoke_twin import LoopbackServer, QuietHandler
 
-MAX_BODY = 6 * 1024 * 1024  # a function URL refuses larger requests (Lambda's payload limit)
+# Lambda's synchronous invocation limit: a function URL refuses a request whose event,
+# body base64-encoded when binary, is larger (an upload of about 4.5 MB at most).
+MAX_EVENT_BYTES = 6 * 1024 * 1024
+TOO_LARGE = b"Request Entity Too Large"
 TEXT_TYPES = ("application/json", "application/xml", "application/x-www-form-urlencoded")
 
 Handler = Callable[[dict[str, Any], object], dict[str, Any]]
@@ -48,15 +52,33 @@ def to_event(method: str, target: str, headers: dict[str, str], body: bytes) -> 
     }
 
 
+def _discard(stream, length: int, chunk: int = 1 << 16) -> None:
+    """Read a refused body to its end, so the client reads the 413 rather than a reset."""
+    while length > 0:
+        got = stream.read(min(chunk, length))
+        if not got:
+            return
+        length -= len(got)
+
+
+def event_bytes(event: dict[str, Any]) -> int:
+    """The size of the invocation payload, as Lambda counts it: the event as JSON."""
+    return len(json.dumps(event).encode())
+
+
 class _Request(QuietHandler):
     server: FunctionUrlTwin
 
     def _call(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self._reply(413, b"Request Entity Too Large", {"Content-Type": "text/plain"})
+        if length > MAX_EVENT_BYTES:  # too large even before encoding: read, not kept
+            _discard(self.rfile, length)
+            self._reply(413, TOO_LARGE, {"Content-Type": "text/plain"})
             return
         event = to_event(self.command, self.path, dict(self.headers), self.rfile.read(length))
+        if event_bytes(event) > MAX_EVENT_BYTES:
+            self._reply(413, TOO_LARGE, {"Content-Type": "text/plain"})
+            return
         with self.server.lock:  # a Lambda environment runs one request at a time
             answer = self.server.handler(event, None)
         body = answer.get("body") or ""

@@ -21,6 +21,15 @@ def _kv(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _adopt_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--adopt",
+        action="store_true",
+        help="take over same-named resources that dogbreed did not create for N (tags them "
+        "dogbreed:name=N); without it such a resource is refused before any change",
+    )
+
+
 def _training_flags(parser) -> None:
     """What `aws train` and `aws up` both take for the training job."""
     parser.add_argument("--spot", action="store_true", help="managed spot training")
@@ -59,16 +68,19 @@ def add_aws(sub) -> None:
         return p
 
     iam = verb("iam", "two least-privilege roles: SageMaker execution and Lambda")
-    iam.add_argument(
-        "--adopt",
-        action="store_true",
-        help="take over same-named roles that dogbreed did not create for N (tags them N's)",
-    )
-    iam.add_argument(
+    _adopt_flag(iam)
+    printed = iam.add_mutually_exclusive_group()
+    printed.add_argument(
         "--operator-policy",
         action="store_true",
-        help="print the IAM policy (JSON) the person or CI role running these commands for N "
-        "needs, and change nothing",
+        help="print the day-to-day IAM policy (JSON) the person or CI role running these "
+        "commands for N needs (no IAM writes: it cannot escalate), and change nothing",
+    )
+    printed.add_argument(
+        "--admin-policy",
+        action="store_true",
+        help="print the administrator's IAM policy (JSON): creating, changing and deleting "
+        "N's two roles (`aws iam`, `aws down` without --keep-roles), and change nothing",
     )
     train = verb("train", "CreateTrainingJob with the train image")
     train.add_argument("--image", required=True, help="train image URI")
@@ -89,7 +101,9 @@ def add_aws(sub) -> None:
         "rolls back by itself) and its CloudWatch alarms",
     )
     _deploy_args(deploy)
+    _adopt_flag(deploy)
     scale = verb("autoscale", "target tracking on invocations per instance")
+    _adopt_flag(scale)
     scale.add_argument("--min", type=int, help="minimum instances")
     scale.add_argument("--max", type=int, help="maximum instances")
     scale.add_argument("--target", type=float, help="invocations per instance per minute")
@@ -112,16 +126,25 @@ def add_aws(sub) -> None:
         help="make the function URL public (AuthType NONE: anyone can call it); "
         "default AWS_IAM, signed requests only",
     )
+    _adopt_flag(lam)
     invoke = verb("invoke", "classify an image through the Lambda (or --endpoint)")
     invoke.add_argument("image", type=Path, help="image file")
     invoke.add_argument("--endpoint", action="store_true", help="call the endpoint directly")
-    _up_args(verb("up", UP_HELP))
+    up = verb("up", UP_HELP)
+    _up_args(up)
+    _adopt_flag(up)
     status = verb("status", "every resource of N and its state (reads only)")
     status.add_argument("--json", action="store_true", help="JSON instead of a table")
-    verb(
+    down = verb(
         "down",
         "delete what the commands above created for N (only resources tagged "
         "dogbreed:name=N), and say what is left",
+    )
+    down.add_argument(
+        "--keep-roles",
+        action="store_true",
+        help="leave N's two IAM roles (deleting them is the administrator's: the day-to-day "
+        "operator policy has no IAM writes)",
     )
     upload = verb(
         "upload-data", "put a dataset tree in S3 (skips files already there)", needs_name=False
@@ -237,12 +260,13 @@ def _deploy_args(deploy: argparse.ArgumentParser) -> None:
 
 
 def _iam(ctx: Ctx, args: argparse.Namespace) -> None:
-    from dogbreed.aws.roles import cmd_iam, operator_policy
+    from dogbreed.aws.roles import admin_policy, cmd_iam, operator_policy
 
-    if args.operator_policy:
-        print(json.dumps(operator_policy(ctx), indent=2))
+    if args.operator_policy or args.admin_policy:
+        policy = operator_policy(ctx) if args.operator_policy else admin_policy(ctx)
+        print(json.dumps(policy, indent=2))
         return
-    cmd_iam(ctx, adopt=args.adopt)
+    cmd_iam(ctx)
 
 
 def _train(ctx: Ctx, args: argparse.Namespace) -> None:
@@ -367,7 +391,7 @@ def _status(ctx: Ctx, args: argparse.Namespace) -> None:
 def _down(ctx: Ctx, args: argparse.Namespace) -> None:
     from dogbreed.aws.teardown import cmd_down
 
-    cmd_down(ctx)
+    cmd_down(ctx, keep_roles=args.keep_roles)
 
 
 def _upload_data(ctx: Ctx, args: argparse.Namespace) -> None:
@@ -401,8 +425,10 @@ def aws_context(args: argparse.Namespace) -> Ctx:
     source = getattr(args, "source", None)  # `aws up --data`: a directory, or the data prefix
     if source and source.startswith("s3://"):
         overrides["data"] = source
+    name = getattr(args, "name", None)
+    names = Names(name).check() if name is not None else Names("-")  # before any request
     config = load_config(args.config, overrides)
-    return Ctx(Names(getattr(args, "name", None) or "-"), config, args.dry_run)
+    return Ctx(names, config, args.dry_run, adopt=getattr(args, "adopt", False))
 
 
 def run_aws(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ SERVE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-serve:abc1234"
 MODEL_DATA = "s3://b/model.tar.gz"
 ALARMS = ["dogs-5xx-errors", "dogs-model-latency"]
 ARN = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/dogs"
+TAGGED = [{"Key": "dogbreed:name", "Value": "dogs"}]
 
 
 def client(service: str):
@@ -80,7 +81,9 @@ def stubbed_deploy(opts: DeployOptions, live: dict, after: dict | None):
     )
     with Stubber(sm) as s, Stubber(cw) as c:
         s.add_response("describe_endpoint", live)
+        s.add_response("list_tags", {"Tags": TAGGED})  # N's endpoint
         s.add_response("describe_model", {"ModelName": "m", "ModelArn": ARN, "CreationTime": 0})
+        s.add_response("list_tags", {"Tags": TAGGED})
         s.add_client_error("describe_endpoint_config", "ValidationException", "Could not find")
         s.add_response("create_endpoint_config", {"EndpointConfigArn": ARN})
         c.add_response("describe_alarms", {"MetricAlarms": []})
@@ -232,5 +235,6 @@ def test_autoscale_on_a_serverless_endpoint_says_why_not():
     ctx, sm = offline_ctx("sagemaker")
     with Stubber(sm) as s:
         s.add_response("describe_endpoint", endpoint("dogs-1", ProductionVariants=SERVERLESS))
+        s.add_response("list_tags", {"Tags": TAGGED})
         with pytest.raises(ConfigError, match=r"is serverless: SageMaker scales it by itself"):
             cmd_autoscale(ctx, ScaleOptions())

@@ -121,8 +121,8 @@ def test_s3_uri_inside_the_prefix_is_read(env, monkeypatch):
     s3 = boto3.client(
         "s3", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y"
     )
-    monkeypatch.setitem(lf._clients, "s3", s3)
-    monkeypatch.setattr(lf, "_invoke", lambda image, top_k: {"breed": image.decode()})
+    monkeypatch.setitem(lf._clients, ("s3", lf.S3_READ_TIMEOUT_S), s3)
+    monkeypatch.setattr(lf, "_invoke", lambda image, top_k, timeout_s: {"breed": image.decode()})
     with Stubber(s3) as stub:
         stub.add_response(
             "get_object",
@@ -145,7 +145,7 @@ def test_a_whole_bucket_prefix_fails_the_cold_start(env, setting):
 
 
 def test_an_unexpected_exception_logs_its_type(env, monkeypatch, caplog, capsys):
-    def broken(image, top_k):
+    def broken(image, top_k, timeout_s):
         raise KeyError("label")
 
     monkeypatch.setattr(lf, "_invoke", broken)
@@ -192,7 +192,7 @@ def test_the_page_runs_only_its_own_script_and_style(env):
 
 
 def test_a_post_still_classifies(env, monkeypatch):
-    monkeypatch.setattr(lf, "_invoke", lambda image, top_k: {"breed": image.decode()})
+    monkeypatch.setattr(lf, "_invoke", lambda image, top_k, timeout_s: {"breed": image.decode()})
     event = proxy(base64.b64encode(b"jpeg").decode(), isBase64Encoded=True)
     out = handle({**event, "headers": {"Content-Type": "image/jpeg"}})
     assert out["statusCode"] == 200 and json.loads(out["body"]) == {"breed": "jpeg"}

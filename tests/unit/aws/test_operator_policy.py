@@ -1,5 +1,7 @@
 """`dogbreed aws iam --operator-policy`: every request each `dogbreed aws` verb records in
-its dry run (reads included) is allowed by the printed policy, which parliament passes.
+its dry run (reads included) is allowed by the printed day-to-day policy, which parliament
+passes, but the role writes: those only the administrator's (`--admin-policy`) allows. The
+day-to-day policy opens no known privilege-escalation path.
 
 The verbs come from the CLI's own parser: a new verb is covered without a change here,
 once its required arguments have sample values (SAMPLES says which one is missing).
@@ -12,13 +14,17 @@ import warnings
 
 import pytest
 
+from dogbreed.aws import policies
 from dogbreed.aws.context import Names
-from dogbreed.aws.operator_policy import operator_policy
+from dogbreed.aws.operator_policy import admin_policy, operator_policy
 from dogbreed.cli.main import main
 from support.aws import ACCOUNT, CONFIG, DATA, REGION
 from support.iam_check import (
+    ESCALATION_PATHS,
+    ROLE_WRITES,
     allows,
     aws_verbs,
+    escalations,
     needs,
     policy_actions,
     run_verb,
@@ -30,10 +36,15 @@ IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed:abc1234"
 # Runs beyond each verb with its required arguments: flags that take another path.
 VARIANTS = {
     "invoke": [["--endpoint"]],
-    "iam": [["--operator-policy"]],
-    "up": [["--data", DATA, "--serverless", "--retrain", "--public-url"]],
+    "iam": [["--operator-policy"], ["--admin-policy"], ["--adopt"]],
+    "up": [["--data", DATA, "--serverless", "--retrain", "--public-url", "--adopt"]],
     "status": [["--json"]],
+    "down": [["--keep-roles"]],
+    "lambda": [["--provisioned", "0", "--adopt"]],
 }
+# What the administrator's policy alone allows: creating, changing, adopting and deleting
+# N's two roles.
+ADMIN_ONLY = {*ROLE_WRITES, "iam:TagRole", "iam:DeleteRole"}
 
 
 @pytest.fixture
@@ -91,6 +102,10 @@ def operator() -> dict:
     return operator_policy(Names(NAME), REGION, ACCOUNT, DATA)
 
 
+def admin() -> dict:
+    return admin_policy(Names(NAME), ACCOUNT)
+
+
 def known_actions() -> set[str]:
     """Every IAM action AWS defines (parliament's copy of the service authorization data)."""
     with warnings.catch_warnings():
@@ -111,7 +126,9 @@ def test_the_operator_policy_allows_every_request_of_the_verb(offline, verb):
     for request in requests:
         for need in needs(request, REGION, ACCOUNT):
             assert need.action.lower() in known, f"{need.action} is no IAM action ({request[:2]})"
-            if not allows(policy, need):
+            if need.action in ADMIN_ONLY:
+                assert allows(admin(), need) and not allows(policy, need), need
+            elif not allows(policy, need):
                 denied.append(f"{request.service}.{request.operation}: {need}")
     assert not denied, "add to operator_policy.OPERATOR:\n" + "\n".join(denied)
 
@@ -162,3 +179,79 @@ def test_iam_operator_policy_prints_the_policy_as_json(offline, capsys):
     argv = ["aws", "iam", "--name", NAME, "--operator-policy", "--dry-run"]
     assert main([*argv, "--config", str(offline / "aws.json")]) == 0
     assert json.loads(capsys.readouterr().out) == operator()
+
+
+# ---- no escalation: the day-to-day policy writes no IAM -------------------------------------
+
+
+def role_documents() -> dict[str, dict]:
+    """ARN -> the inline policy of each of N's two roles (what passing one reaches)."""
+    n, output, checkpoints = Names(NAME), CONFIG["output"], CONFIG["checkpoints"]
+    repos = ["dogbreed-train", "dogbreed-serve"]
+    return {
+        f"arn:aws:iam::{ACCOUNT}:role/{n.sagemaker_role}": policies.sagemaker_policy(
+            REGION, ACCOUNT, NAME, DATA, output, checkpoints, repos
+        ),
+        f"arn:aws:iam::{ACCOUNT}:role/{n.lambda_role}": policies.lambda_policy(
+            REGION, ACCOUNT, n.function, n.endpoint, "s3://in-bucket/uploads"
+        ),
+    }
+
+
+def lambda_role() -> tuple[str]:
+    return (f"arn:aws:iam::{ACCOUNT}:role/{Names(NAME).lambda_role}",)
+
+
+def test_the_day_to_day_policy_opens_no_known_escalation_path():
+    report = escalations(operator(), role_documents(), runs_as=lambda_role())
+    assert [e.path for e in report] == list(ESCALATION_PATHS)
+    assert not [str(e) for e in report if e.verdict == "OPEN"], "\n".join(map(str, report))
+    bounded = {e.path for e in report if e.verdict == "bounded"}
+    # Running code as N's roles is the job (a function, training jobs, models): bounded.
+    assert "EditLambdaCode" in bounded and "PassRoleToSageMakerTrainingJob" in bounded
+    iam = {a for a in policy_actions(operator()) if a.startswith("iam:")}
+    assert iam == {
+        "iam:GetRole",
+        "iam:GetRolePolicy",
+        "iam:PassRole",
+        "iam:CreateServiceLinkedRole",
+    }
+
+
+def test_the_role_writes_are_the_administrators_and_the_check_sees_them_escalate():
+    """The former single policy (operator + role writes) escalated: rewrite N-lambda's trust
+    and policy, then assume it. The check finds that, and it is the admin's policy only."""
+    report = escalations(admin(), role_documents())
+    opened = {e.path for e in report if e.verdict == "OPEN"}
+    assert {"PutRolePolicy", "UpdateAssumeRolePolicy"} <= opened
+    merged = {"Statement": [*operator()["Statement"], *admin()["Statement"]]}
+    report = escalations(merged, role_documents(), runs_as=lambda_role())
+    assert next(e for e in report if e.path == "EditLambdaCode").verdict == "OPEN"
+    assert policy_actions(admin()) == {"iam:GetRole", "iam:GetRolePolicy", *ADMIN_ONLY} - {
+        "iam:AttachRolePolicy",
+        "iam:DetachRolePolicy",
+        "iam:PutRolePermissionsBoundary",
+        "iam:DeleteRolePermissionsBoundary",
+    }
+
+
+def test_parliaments_escalation_auditor_finds_only_the_bounded_paths():
+    """parliament's community auditor (Bishop Fox's paths, by actions alone): its findings
+    on the day-to-day policy are paths the check above shows bounded to N's roles."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import parliament
+
+    findings = parliament.analyze_policy_string(
+        json.dumps(operator()), include_community_auditors=True
+    ).findings
+    found = {f.location["type"] for f in findings if f.issue == "PRIVILEGE_ESCALATION"}
+    assert found == {"PassExistingRoleToNewLambdaThenInvoke", "EditExistingLambdaFunctionWithRole"}
+    report = {e.path: e.verdict for e in escalations(operator(), role_documents(), lambda_role())}
+    assert report["PassRoleToNewLambdaThenInvoke"] == report["EditLambdaCode"] == "bounded"
+
+
+def test_iam_admin_policy_prints_the_administrators_policy(offline, capsys):
+    argv = ["aws", "iam", "--name", NAME, "--admin-policy", "--dry-run"]
+    assert main([*argv, "--config", str(offline / "aws.json")]) == 0
+    assert json.loads(capsys.readouterr().out) == admin()

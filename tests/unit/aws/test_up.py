@@ -1,7 +1,7 @@
 """`aws up` checked offline: its dry run prints the whole chain in order (each request
 against botocore's model), the training step reuses, waits, reports a failed job and
 retrains only when told (botocore's Stubber answers DescribeTrainingJob), and the cost
-line comes from the README's price table."""
+line comes from the price table of docs/aws/endpoint.md."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from dogbreed.core.errors import AwsError
 from support.aws import ACCOUNT, CONFIG, REGION, offline_ctx
 from support.iam_check import run_verb, without_credentials
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+# The cost table `aws up` prices the endpoint from.
+PRICES_PAGE = Path(__file__).resolve().parents[3] / "docs" / "aws" / "endpoint.md"
 NAME = "Dogs"
 TRAIN = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-train:abc1234"
 SERVE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-serve:abc1234"
@@ -300,18 +301,18 @@ def test_a_running_job_is_waited_for():
 # ---- what it costs -------------------------------------------------------------------------
 
 
-def readme_prices() -> dict[str, float]:
-    """Instance type -> the per-hour price of the README's cost table."""
+def docs_prices() -> dict[str, float]:
+    """Instance type -> the per-hour price of the docs' cost table."""
     rows = re.findall(
-        r"^\| `(ml\.[a-z0-9.]+)`[^|]*\|[^|]*\| \$([0-9.]+) \|", README.read_text(), re.M
+        r"^\| `(ml\.[a-z0-9.]+)`[^|]*\|[^|]*\| \$([0-9.]+) \|", PRICES_PAGE.read_text(), re.M
     )
     return {kind: float(price) for kind, price in rows}
 
 
-def test_the_price_table_is_the_readmes_and_dated():
-    assert readme_prices() == up.INSTANCE_PER_HOUR
-    assert f"as of {up.PRICES_AS_OF}" in README.read_text()
-    assert "$0.144 per busy hour" in README.read_text()
+def test_the_price_table_is_the_docs_and_dated():
+    assert docs_prices() == up.INSTANCE_PER_HOUR
+    assert f"as of {up.PRICES_AS_OF}" in PRICES_PAGE.read_text()
+    assert "$0.144 per busy hour" in PRICES_PAGE.read_text()
 
 
 def test_the_cost_line():
