@@ -249,6 +249,9 @@ def test_upload_data_is_idempotent(aws_env, tiny_data):
         f"uploaded 0 of {count} files"
         in aws(aws_env, "upload-data", str(tiny_data), "s3://upload-bucket/sets/tiny").stdout
     )
+    missing = aws(aws_env, "upload-data", str(tiny_data), "s3://no-such-bucket-x/t", check=False)
+    assert missing.returncode == 8 and missing.stderr.count("\n") == 1, missing.stderr
+    assert "bucket no-such-bucket-x does not exist: create it" in missing.stderr
 
 
 def test_dry_run_sends_nothing(aws_env):

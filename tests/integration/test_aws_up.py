@@ -52,7 +52,17 @@ def unique() -> str:
 
 
 def steps(output: str) -> list[str]:
-    return [line for line in output.splitlines() if re.match(r"^\[\d/8\] ", line)]
+    """Each step's outcome as `[k/8] outcome`: its header comes first, its own lines
+    indented under it, and the outcome last (`    -> outcome`)."""
+    found, step = [], None
+    for line in output.splitlines():
+        header = re.match(r"^\[(\d)/8\] ", line)
+        if header:
+            step = header.group(1)
+        elif step and line.startswith("    -> "):
+            found.append(f"[{step}/8] {line.removeprefix('    -> ')}")
+            step = None
+    return found
 
 
 def test_up_then_a_rerun_reuses_everything_status_shows_it_and_down_removes_it(aws_env, tiny_data):
@@ -185,8 +195,8 @@ def test_up_on_a_serverless_endpoint_caps_the_lambda_and_skips_autoscaling(aws_e
         str(next(p for p in tiny_data.rglob("*.jpg"))), BUCKET, "sets/tiny/a/1.jpg"
     )
     out = aws_up(aws_env, name, f"s3://{BUCKET}/sets/tiny", "--serverless").stdout
-    assert f"[1/8] data s3://{BUCKET}/sets/tiny: in S3" in out
-    assert "[6/8] autoscaling: none (serverless" in out
+    assert f"[1/8] data s3://{BUCKET}/sets/tiny: in S3" in steps(out)
+    assert steps(out)[5].startswith("[6/8] autoscaling: none (serverless")
     assert "$0 an hour idle" in out
     env = boto3.client("lambda").get_function_configuration(FunctionName=name)["Environment"]
     assert env["Variables"]["MAX_IMAGE_BYTES"] == "4194304"
@@ -202,7 +212,12 @@ def test_up_on_a_serverless_endpoint_caps_the_lambda_and_skips_autoscaling(aws_e
     assert states["endpoint"]["detail"].startswith("serverless 2048 MB, max concurrency 5")
     assert states["scalable target"]["state"] == "none (serverless)"
     assert states["scaling policy"]["state"] == "none (serverless)"
-    aws(aws_env, "down", "--name", name)
+    first = aws(aws_env, "down", "--name", name).stdout
+    assert "deleted: sagemaker endpoint" in first and "nothing of" not in first
+    # A second `down` says what it found rather than nothing at all.
+    again = aws(aws_env, "down", "--name", name).stdout
+    assert f"nothing of deployment {name} was left to delete: no endpoint" in again
+    assert "already gone" in again and "deleted" not in again
 
 
 def test_up_stops_at_a_step_that_fails_and_says_which(aws_env, tiny_data):
@@ -210,12 +225,12 @@ def test_up_stops_at_a_step_that_fails_and_says_which(aws_env, tiny_data):
     empty = aws_up(aws_env, name, f"s3://{BUCKET}/nothing-here", check=False)
     assert empty.returncode == 2 and empty.stderr.count("\n") == 1, empty.stderr
     assert "no objects there" in empty.stderr
-    assert "[1/8] data: stopped" in empty.stdout
+    assert "[1/8] stopped (rerun `aws up` to go on from here)" in steps(empty.stdout)
     # A same-named role someone else made: `aws iam`'s refusal stops the chain at step 2.
     boto3.client("iam").create_role(RoleName=f"{name}-lambda", AssumeRolePolicyDocument="{}")
     refused = aws_up(aws_env, name, tiny_data, check=False)
     assert refused.returncode == 2 and "--adopt" in refused.stderr, refused.stderr
-    assert "[2/8] IAM roles: stopped" in refused.stdout
+    assert steps(refused.stdout)[-1] == "[2/8] stopped (rerun `aws up` to go on from here)"
     assert "create_training_job" not in refused.stdout
     assert (
         boto3.client("sagemaker").list_training_jobs(NameContains=name)["TrainingJobSummaries"]

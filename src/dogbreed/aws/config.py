@@ -23,6 +23,9 @@ CONFIG_FILE = "dogbreed-aws.json"
 S3_SETTINGS = ("data", "output", "checkpoints", "lambda.s3_input")
 # Objects whose keys are the user's own (hyperparameter names): replaced whole, not merged.
 FREE_OBJECTS = ("train.hyperparameters",)
+# The bucket defaults.json and the shipped dogbreed-aws.json name as a stand-in: a setting
+# still naming it has not been edited, and no request may carry it (placeholders()).
+PLACEHOLDER_BUCKET = "my-dogbreed-bucket"
 
 
 def defaults() -> dict[str, Any]:
@@ -41,6 +44,55 @@ def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = 
     for setting in S3_SETTINGS:
         _check_s3(config, setting)
     return config
+
+
+def config_file(path: Path | None = None) -> Path | None:
+    """The settings file load_config reads: --config FILE, else ./dogbreed-aws.json when
+    present; None when it reads the built-in defaults alone."""
+    if path is not None:
+        return path
+    return Path(CONFIG_FILE) if Path(CONFIG_FILE).is_file() else None
+
+
+def setting(config: dict[str, Any], name: str) -> Any:
+    """The value of a dotted setting name ("lambda.s3_input")."""
+    value: Any = config
+    for part in name.split("."):
+        value = value[part]
+    return value
+
+
+def placeholders(config: dict[str, Any], names: tuple[str, ...]) -> list[str]:
+    """The settings among `names` that still name the placeholder bucket."""
+    stand_in = f"s3://{PLACEHOLDER_BUCKET}"
+    return [
+        name
+        for name in names
+        if isinstance(value := setting(config, name), str)
+        and (value == stand_in or value.startswith(f"{stand_in}/"))
+    ]
+
+
+def placeholder_problem(
+    found: list[str], path: Path | None, flags: Mapping[str, str], command: str
+) -> str:
+    """One line: which settings still hold the placeholder, the file to edit and the flags
+    that override them (`flags`: setting -> flag of this command)."""
+    many = len(found) > 1
+    quoted = ", ".join(f"'{name}'" for name in found)
+    them = "them" if many else "it"
+    where = (
+        f"edit {them} in {path}"
+        if path
+        else f"write {them} into ./{CONFIG_FILE} (or a file given with --config)"
+    )
+    given = [f"{flags[name]} s3://... for '{name}'" for name in found if name in flags]
+    also = f", or pass {' and '.join(given)}" if given else ""
+    return (
+        f"setting{'s' if many else ''} {quoted} still name{'' if many else 's'} the "
+        f"placeholder bucket {PLACEHOLDER_BUCKET}, which {command} would send to AWS: {where} "
+        f"with {'s3:// URIs' if many else 'an s3:// URI'} of a bucket of yours{also}"
+    )
 
 
 def digest(obj: Any, n: int = 8) -> str:

@@ -82,6 +82,11 @@ MISSING: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
+# The codes of "your identity may not do this" (IAM and STS answer AccessDenied, most
+# other services AccessDeniedException).
+DENIED_CODES = ("AccessDenied", "AccessDeniedException")
+
+
 def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -92,17 +97,35 @@ def is_missing(service: str, op: str, exc: ClientError) -> bool:
 
 
 def aws_error(service: str, op: str, exc: Exception) -> AwsError:
-    """One line: service, operation, error code and AWS's message."""
+    """One line: service, operation, error code and AWS's message. The error code is kept
+    as the AwsError's `code` attribute ("" when the call got no AWS answer)."""
+    code = error_code(exc) if isinstance(exc, ClientError) else ""
     if isinstance(exc, ClientError):
         message = exc.response.get("Error", {}).get("Message", "")
-        if error_code(exc).isdigit() and message.lstrip().startswith("<"):
-            # A web page instead of an AWS error: the endpoint (an emulator) lacks the API.
-            return AwsError(
-                f"{service} {op}: HTTP {error_code(exc)}: the endpoint does not offer "
+        if lacks_call(exc):
+            error = AwsError(
+                f"{service} {op}: HTTP {code}: the endpoint does not offer "
                 "this call (an emulator may lack it)"
             )
-        return AwsError(f"{service} {op}: {error_code(exc)}: {message}")
-    return AwsError(f"{service} {op}: {exc}")
+        else:
+            error = AwsError(f"{service} {op}: {code}: {message}")
+    else:
+        error = AwsError(f"{service} {op}: {exc}")
+    error.code = code  # type: ignore[attr-defined]
+    error.lacks_call = isinstance(exc, ClientError) and lacks_call(exc)  # type: ignore[attr-defined]
+    return error
+
+
+def lacks_call(exc: ClientError) -> bool:
+    """A web page instead of an AWS error: the endpoint (an emulator) lacks the API. AWS
+    itself always answers an error document."""
+    message = exc.response.get("Error", {}).get("Message", "")
+    return error_code(exc).isdigit() and message.lstrip().startswith("<")
+
+
+def denied(exc: AwsError) -> bool:
+    """Whether AWS refused the call for want of a permission."""
+    return getattr(exc, "code", "") in DENIED_CODES
 
 
 @dataclass
@@ -220,8 +243,10 @@ class Ctx:
     names: Names
     config: dict[str, Any]
     dry_run: bool = False
-    out: Any = sys.stdout
+    out: Any = field(default_factory=lambda: sys.stdout)  # stdout when the command runs
     adopt: bool = False  # take over same-named resources without N's tag (--adopt)
+    verbose: bool = False  # a dry run prints every request, not a summary of repeated ones
+    deleted: int = 0  # resources `delete` removed (teardown tells "nothing left" from it)
     requests: list[Request] = field(default_factory=list)  # sent, or a dry run's
     _session: Any = None
     _clients: dict[str, Any] = field(default_factory=dict)
@@ -307,6 +332,16 @@ class Ctx:
             return {}
         return self.call(service, op, **params)
 
+    def would_write(self, service: str, op: str, **params) -> None:
+        """Record, in a dry run, one of many like writes (a file of an upload) that the caller
+        sums up in a line of its own: printed only when verbose. A real run sends nothing."""
+        if not self.dry_run:
+            return
+        if self.verbose:
+            self.write(service, op, **params)
+        else:
+            self.requests.append(Request(service, op, params))
+
     def delete(self, service: str, op: str, **params) -> bool:
         """Delete one resource; False when it was already gone."""
         if self.dry_run:
@@ -314,6 +349,7 @@ class Ctx:
             return False
         if self._send(service, op, params, missing_ok=True) is None:
             return False
+        self.deleted += 1
         kind = op.removeprefix("delete_").removeprefix("deregister_")
         named = next(iter(params.values()))  # a name, or a list of names (cloudwatch alarms)
         shown = ", ".join(named) if isinstance(named, list) else named

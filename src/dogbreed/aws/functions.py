@@ -29,6 +29,11 @@ HANDLER = "lambda_function.lambda_handler"
 SERVERLESS_MAX_BYTES = 4 * 1024 * 1024  # a serverless endpoint's payload limit
 ENDPOINT_MAX_BYTES = 6 * 1024 * 1024  # InvokeEndpoint's payload limit (instance endpoints)
 INVOKE_MAX_BYTES = 6 * 1024 * 1024  # a synchronous Lambda Invoke's request payload limit
+# Lambda's price of provisioned concurrency while it is configured (x86, us-east-1, as of
+# 2026-09-27; AWS's Lambda pricing page has the current one), and a month as up.py counts it.
+PROVISIONED_PER_GB_SECOND = 0.0000041667
+PROVISIONED_PRICE = "$0.0000041667 a GB-second, us-east-1, x86"
+HOURS_A_MONTH = 730
 # Keys of GetFunctionConfiguration that differ between versions of equal functions.
 PER_VERSION = (
     "Version",
@@ -231,18 +236,49 @@ def _concurrency(ctx: Ctx, reserved: int, provisioned: int) -> None:
         )
         ctx.say(f"reserved concurrency of {n.function}: {reserved}")
     if provisioned:
-        ctx.write(
-            "lambda", "put_provisioned_concurrency_config", **provisioned_request(ctx, provisioned)
-        )
+        try:
+            ctx.write(
+                "lambda",
+                "put_provisioned_concurrency_config",
+                **provisioned_request(ctx, provisioned),
+            )
+        except AwsError as exc:
+            raise AwsError(f"{exc}; {without_provisioned(ctx, provisioned)}") from None
         ctx.say(f"provisioned concurrency of {n.function}:{ALIAS}: {provisioned}")
     else:
         _remove_provisioned(ctx)
 
 
+def provisioned_cost(ctx: Ctx, provisioned: int) -> float:
+    """What `provisioned` pre-warmed environments cost a month, idle or not (dollars)."""
+    gb = ctx.config["lambda"]["memory_mb"] / 1024
+    return provisioned * gb * PROVISIONED_PER_GB_SECOND * 3600 * HOURS_A_MONTH
+
+
+def without_provisioned(ctx: Ctx, provisioned: int) -> str:
+    """The fix when provisioned concurrency is refused (an emulator lacks the call, or the
+    account's unreserved concurrency is too low), and what it costs."""
+    return (
+        "to go on without provisioned concurrency, rerun with --provisioned 0 (or set "
+        "lambda.provisioned to 0 in dogbreed-aws.json): requests after an idle spell then "
+        "wait for a cold start (about a second), and you save the "
+        f"${provisioned_cost(ctx, provisioned):.2f} a month that {provisioned} pre-warmed "
+        f"environment(s) of {ctx.config['lambda']['memory_mb']} MB cost ({PROVISIONED_PRICE})"
+    )
+
+
 def _remove_provisioned(ctx: Ctx) -> None:
     """Provisioned concurrency 0: delete the config on 'live' (billed while it exists)."""
     where = {"FunctionName": ctx.names.function, "Qualifier": ALIAS}
-    found = ctx.find("lambda", "get_provisioned_concurrency_config", **where)
+    try:
+        found = ctx.find("lambda", "get_provisioned_concurrency_config", **where)
+    except AwsError as exc:
+        if not getattr(exc, "lacks_call", False):
+            raise
+        # An emulator without the call: it cannot hold a config either.
+        ctx.say(f"provisioned concurrency of {ctx.names.function}:{ALIAS}: none (the "
+                "endpoint has no provisioned-concurrency API: an emulator)")  # fmt: skip
+        return
     if found is None and not ctx.dry_run:
         ctx.say(f"provisioned concurrency of {ctx.names.function}:{ALIAS}: none")
         return

@@ -4,8 +4,12 @@ boto3's sagemaker-runtime client, aimed here with AWS_ENDPOINT_URL_SAGEMAKER_RUN
 sends `POST /endpoints/NAME/invocations`; the gateway forwards the body to a
 model server's `/invocations` and answers as SageMaker does: the model's reply on
 200, a `ModelError` (HTTP 424, with OriginalStatusCode and OriginalMessage) when
-the model answered an error, `ValidationError` for an unknown endpoint. Tests
-and `make demo` use it so that the Lambda handler reaches the endpoint as on AWS.
+the model answered an error, `ValidationError` for an unknown endpoint, HTTP 413
+for a body over InvokeEndpoint's 6 MB (read to its end, never forwarded), and
+`ServiceUnavailable` (503) naming the model server when it cannot be reached. That
+last failure is also kept (`last_failure`) and passed to `on_failure`, for the
+operator: the Lambda handler answers its client a generic 502. Tests and `make demo`
+use it so that the Lambda handler reaches the endpoint as on AWS.
 """
 
 from __future__ import annotations
@@ -16,11 +20,16 @@ import re
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 from dogbreed.core.errors import ServerError
 
 MODEL_ERROR_TYPE = "ModelError:http://internal.amazon.com/coral/com.amazon.sagemaker/"
 PATH_RE = re.compile(r"^/endpoints/([^/]+)/invocations$")
+# InvokeEndpoint's payload limit (instance endpoints); SageMaker answers a larger body 413
+# with this text and no error type (botocore then reports the code "413").
+MAX_BODY_BYTES = 6 * 1024 * 1024
+TOO_LARGE = "HTTP content length exceeded {limit} bytes."
 
 
 class QuietHandler(http.server.BaseHTTPRequestHandler):
@@ -38,6 +47,9 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 class _Handler(QuietHandler):
     server: InvokeEndpointGateway
 
@@ -50,7 +62,13 @@ class _Handler(QuietHandler):
 
     def do_POST(self) -> None:
         match = PATH_RE.match(self.path.split("?")[0])
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            discard(self.rfile, length)  # so the client reads the 413 rather than a reset
+            message = TOO_LARGE.format(limit=MAX_BODY_BYTES)
+            self._reply(413, json.dumps({"message": message}).encode(), JSON)
+            return
+        body = self.rfile.read(length)
         if not match or match.group(1) not in self.server.endpoints:
             name = match.group(1) if match else "?"
             self._error(400, "ValidationError", {"message": f"Endpoint {name} not found."})
@@ -93,7 +111,32 @@ class _Handler(QuietHandler):
                 },
             )
         except (urllib.error.URLError, OSError) as exc:
-            self._error(503, "ServiceUnavailable", {"message": f"model unreachable: {exc}"})
+            failure = unreachable(upstream, exc)
+            self.server.failed(failure)
+            self._error(503, "ServiceUnavailable", {"message": failure})
+
+
+def unreachable(url: str, exc: Exception) -> str:
+    """One line: the model server at `url` could not be reached, and why ("refused the
+    connection" when nothing listens there)."""
+    reason = getattr(exc, "reason", exc)  # URLError wraps the socket's error
+    if isinstance(reason, ConnectionRefusedError):
+        return (
+            f"the model server {url} refused the connection (Connection refused): is a "
+            "server running there?"
+        )
+    if isinstance(reason, TimeoutError):
+        return f"the model server {url} did not answer in time ({reason})"
+    return f"the model server {url} could not be reached: {reason}"
+
+
+def discard(stream, length: int, chunk: int = 1 << 16) -> None:
+    """Read a refused body to its end, so the client reads the answer rather than a reset."""
+    while length > 0:
+        got = stream.read(min(chunk, length))
+        if not got:
+            return
+        length -= len(got)
 
 
 class LoopbackServer(http.server.ThreadingHTTPServer):
@@ -118,9 +161,23 @@ class LoopbackServer(http.server.ThreadingHTTPServer):
 
 
 class InvokeEndpointGateway(LoopbackServer):
-    """Serves endpoint names -> model server base URLs."""
+    """Serves endpoint names -> model server base URLs. `on_failure` is called with the
+    line of each failure to reach a model server (an operator's log)."""
 
-    def __init__(self, endpoints: dict[str, str], port: int = 0, timeout_s: float = 60) -> None:
+    def __init__(
+        self,
+        endpoints: dict[str, str],
+        port: int = 0,
+        timeout_s: float = 60,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
         super().__init__(port, _Handler)
         self.endpoints = {k: v.rstrip("/") for k, v in endpoints.items()}
         self.timeout_s = timeout_s
+        self.on_failure = on_failure
+        self.last_failure: str | None = None
+
+    def failed(self, failure: str) -> None:
+        self.last_failure = failure
+        if self.on_failure is not None:
+            self.on_failure(failure)

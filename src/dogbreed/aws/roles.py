@@ -17,10 +17,31 @@ from typing import Any
 
 from dogbreed.aws import operator_policy as operator
 from dogbreed.aws import policies
-from dogbreed.aws.context import Ctx
+from dogbreed.aws.context import Ctx, denied
+from dogbreed.core.errors import AwsError
 
 
 def cmd_iam(ctx: Ctx) -> None:
+    try:
+        _iam(ctx)
+    except AwsError as exc:
+        if not denied(exc):
+            raise
+        raise AwsError(f"{exc}. {admin_step(ctx)}") from None
+
+
+def admin_step(ctx: Ctx) -> str:
+    """The fix for a day-to-day operator refused an IAM call: the administrator's one-time
+    step (the operator policy has no IAM writes, so that it cannot escalate)."""
+    n = ctx.names.name
+    return (
+        f"Creating or changing the roles of {n} is an administrator's one-time step: an "
+        f"administrator (holding the policy that `dogbreed aws iam --name {n} --admin-policy` "
+        f"prints) runs `dogbreed aws iam --name {n}`, then you rerun this command"
+    )
+
+
+def _iam(ctx: Ctx) -> None:
     docs, trusts = role_policies(ctx), role_trusts(ctx)
     found = {role: ctx.find("iam", "get_role", RoleName=role) for role in trusts}
     for role, current in found.items():  # refuse before changing anything

@@ -9,7 +9,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from dogbreed.aws.context import Ctx, aws_error
 from dogbreed.aws.policies import split_s3
-from dogbreed.core.errors import ConfigError
+from dogbreed.core.errors import AwsError, ConfigError
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ def cmd_upload_data(ctx: Ctx, opts: UploadOptions) -> int:
     files = sorted(p for p in opts.local.rglob("*") if p.is_file())
     from tqdm import tqdm
 
-    sent = 0
+    sent, sent_bytes = 0, 0
     with tqdm(
         total=sum(p.stat().st_size for p in files),
         unit="B",
@@ -42,15 +42,38 @@ def cmd_upload_data(ctx: Ctx, opts: UploadOptions) -> int:
             head = ctx.find("s3", "head_object", Bucket=bucket, Key=key)
             if head is None or head["ContentLength"] != size:
                 _put(ctx, path, bucket, key)
-                sent += 1
+                sent, sent_bytes = sent + 1, sent_bytes + size
             bar.update(size)
-    ctx.say(f"uploaded {sent} of {len(files)} files to s3://{bucket}/{prefix}")
+    where = f"s3://{bucket}/{prefix}{'/' if prefix else ''}"
+    if ctx.dry_run:  # one line for the lot: a dataset is thousands of put_object requests
+        ctx.say(
+            f"would upload {_files(sent)} ({human_bytes(sent_bytes)}) to {where}, one "
+            "s3.put_object each (a real run skips those already there; --verbose lists them)"
+        )
+    else:
+        ctx.say(f"uploaded {sent:,} of {_files(len(files))} ({human_bytes(sent_bytes)}) to {where}")
     return sent
+
+
+def _files(count: int) -> str:
+    return f"{count:,} file{'' if count == 1 else 's'}"
+
+
+def human_bytes(n: int) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as S3's console shows sizes)."""
+    if n < 1000:
+        return f"{n} bytes"
+    size, unit = n / 1000, "kB"
+    for bigger in ("MB", "GB", "TB"):
+        if size < 1000:
+            break
+        size, unit = size / 1000, bigger
+    return f"{size:.1f} {unit}"
 
 
 def _put(ctx: Ctx, path: Path, bucket: str, key: str) -> None:
     if ctx.dry_run:
-        ctx.write("s3", "put_object", Bucket=bucket, Key=key)
+        ctx.would_write("s3", "put_object", Bucket=bucket, Key=key)
         return
     from boto3.exceptions import S3UploadFailedError
 
@@ -58,4 +81,9 @@ def _put(ctx: Ctx, path: Path, bucket: str, key: str) -> None:
     try:
         ctx.client("s3").upload_file(str(path), bucket, key)
     except (S3UploadFailedError, ClientError, BotoCoreError) as exc:
+        if "NoSuchBucket" in str(exc):  # the transfer layer keeps only the message
+            raise AwsError(
+                f"s3 upload_file: NoSuchBucket: bucket {bucket} does not exist: create it "
+                "in your account and region, or name a bucket of yours"
+            ) from None
         raise aws_error("s3", "upload_file", exc) from None

@@ -20,8 +20,9 @@ from __future__ import annotations
 from typing import Any
 
 from dogbreed.aws.alarms import delete_alarms
-from dogbreed.aws.context import LIST_PAGE, TAG_KEY, Ctx
+from dogbreed.aws.context import LIST_PAGE, TAG_KEY, Ctx, denied
 from dogbreed.aws.endpoint import scaling_target
+from dogbreed.core.errors import AwsError
 
 Step = tuple[str, str, dict[str, Any]]  # service, operation, parameters
 
@@ -30,6 +31,7 @@ def cmd_down(ctx: Ctx, keep_roles: bool = False) -> list[str]:
     """Delete N's resources (its roles too unless `keep_roles`); the same-named ones it
     left (not tagged for N)."""
     left: list[str] = []
+    deleted = ctx.deleted
     endpoint = _endpoint_is_mine(ctx)
     if endpoint is False:
         left.append(_leave(ctx, "endpoint", ctx.names.endpoint, "and its autoscaling"))
@@ -42,8 +44,20 @@ def cmd_down(ctx: Ctx, keep_roles: bool = False) -> list[str]:
     left += _function(ctx)
     if not keep_roles:
         left += _roles(ctx)
+    if ctx.deleted == deleted and not ctx.dry_run:
+        ctx.say(_nothing(ctx, keep_roles))
     ctx.say(_left(ctx, left, keep_roles))
     return left
+
+
+def _nothing(ctx: Ctx, keep_roles: bool) -> str:
+    """What a `down` that deleted nothing found: every kind it looked for, already gone."""
+    n = ctx.names
+    kinds = "endpoint, autoscaling, alarms, models, endpoint configs, function, log group"
+    return (
+        f"nothing of deployment {n.name} was left to delete: no {kinds}"
+        f"{'' if keep_roles else ' or roles'} tagged {TAG_KEY}={n.name} (already gone)"
+    )
 
 
 def _run(ctx: Ctx, steps: list[Step]) -> None:
@@ -187,6 +201,15 @@ def _roles(ctx: Ctx) -> list[str]:
         if found is not None and not ctx.names.tagged(found["Role"].get("Tags")):
             left.append(_leave(ctx, "role", role))
             continue
-        ctx.delete("iam", "delete_role_policy", RoleName=role, PolicyName=role)
-        ctx.delete("iam", "delete_role", RoleName=role)
+        try:
+            ctx.delete("iam", "delete_role_policy", RoleName=role, PolicyName=role)
+            ctx.delete("iam", "delete_role", RoleName=role)
+        except AwsError as exc:
+            if not denied(exc):
+                raise
+            raise AwsError(
+                f"{exc}. Deleting the roles is the administrator's (the policy `dogbreed aws "
+                f"iam --name {ctx.names.name} --admin-policy` prints): rerun with --keep-roles "
+                "to leave them, and let an administrator run `aws down` for them"
+            ) from None
     return left

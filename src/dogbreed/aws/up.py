@@ -16,8 +16,9 @@
   [8/8] Lambda       `aws lambda`: function, alias, concurrency, function URL
 
 Every step is idempotent, so a rerun goes on where the last one stopped. Each step's
-own messages are indented under it; its outcome is the `[k/8]` line. The summary
-ends with what the deployment costs an hour, from PRICES below.
+`[k/8] title` header comes first, its own messages indented under it, and its outcome
+last (`-> ...`), so a person reads what runs before its details. The summary ends with
+what the deployment costs an hour, from PRICES below.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ from dogbreed.core.errors import AwsError, ConfigError, DogbreedError
 STEPS = 8
 MAX_ATTEMPTS = 10  # training jobs of one request: the first and up to 9 --retrain runs
 HOURS_A_MONTH = 730
+INDENT = "    "  # a step's own messages, under its `[k/8]` header
+OUTCOME = "-> "  # the step's outcome: its last line
 
 # AWS's on-demand prices for SageMaker real-time inference, us-east-1, as of 2026-09-27:
 # the README's cost table ("Cost levers"). They change: check AWS's SageMaker pricing page.
@@ -123,7 +126,7 @@ class _Indented:
     def write(self, text: str) -> int:
         for part in text.splitlines(keepends=True):
             if self.fresh:
-                self.out.write("    ")
+                self.out.write(INDENT)
             self.out.write(part)
             self.fresh = part.endswith("\n")
         return len(text)
@@ -133,17 +136,19 @@ class _Indented:
 
 
 def _step(ctx: Ctx, k: int, title: str, run: Callable[[], tuple[Any, str]]) -> Any:
-    """Run one step with its messages indented, then print its `[k/8] outcome` line."""
+    """Print the step's `[k/8] title` header, run it with its messages indented under the
+    header, then print its outcome as the last indented line (`-> ...`)."""
     out = ctx.out
+    print(f"[{k}/{STEPS}] {title}", file=out, flush=True)
     ctx.out = _Indented(out)
     try:
         value, line = run()
     except DogbreedError:
-        print(f"[{k}/{STEPS}] {title}: stopped (rerun `aws up` to go on from here)", file=out)
+        print(f"{OUTCOME}stopped (rerun `aws up` to go on from here)", file=ctx.out, flush=True)
         raise
     finally:
         ctx.out = out
-    print(f"[{k}/{STEPS}] {line}", file=out, flush=True)
+    print(f"{INDENT}{OUTCOME}{line}", file=out, flush=True)
     return value
 
 
@@ -168,8 +173,8 @@ def _data(ctx: Ctx, source: str, progress: bool) -> tuple[None, str]:
     uri = ctx.config["data"]
     sent = cmd_upload_data(ctx, UploadOptions(path, uri, progress))
     if not sent:
-        return None, f"data {path} -> {uri}: every file there already"
-    return None, f"data {path} -> {uri}: {sent} file(s) {'to send' if ctx.dry_run else 'sent'}"
+        return None, f"data {path} in {uri}: every file there already"
+    return None, f"data {path} to {uri}: {sent:,} file(s) {'to send' if ctx.dry_run else 'sent'}"
 
 
 def _iam(ctx: Ctx) -> tuple[None, str]:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from dogbreed.aws.invoke_twin import LoopbackServer, QuietHandler
+from dogbreed.aws.invoke_twin import LoopbackServer, QuietHandler, discard
 
 # Lambda's synchronous invocation limit: a function URL refuses a request whose event,
 # body base64-encoded when binary, is larger (an upload of about 4.5 MB at most).
@@ -52,15 +52,6 @@ def to_event(method: str, target: str, headers: dict[str, str], body: bytes) -> 
     }
 
 
-def _discard(stream, length: int, chunk: int = 1 << 16) -> None:
-    """Read a refused body to its end, so the client reads the 413 rather than a reset."""
-    while length > 0:
-        got = stream.read(min(chunk, length))
-        if not got:
-            return
-        length -= len(got)
-
-
 def event_bytes(event: dict[str, Any]) -> int:
     """The size of the invocation payload, as Lambda counts it: the event as JSON."""
     return len(json.dumps(event).encode())
@@ -72,7 +63,7 @@ class _Request(QuietHandler):
     def _call(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_EVENT_BYTES:  # too large even before encoding: read, not kept
-            _discard(self.rfile, length)
+            discard(self.rfile, length)
             self._reply(413, TOO_LARGE, {"Content-Type": "text/plain"})
             return
         event = to_event(self.command, self.path, dict(self.headers), self.rfile.read(length))

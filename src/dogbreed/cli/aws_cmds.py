@@ -49,7 +49,8 @@ def add_aws(sub) -> None:
         help="create and manage the AWS side (IAM, jobs, endpoint, Lambda)",
         description="Idempotent AWS operations for deployment --name N (every resource name "
         "derives from N). Defaults come from dogbreed-aws.json (or --config); "
-        "flags override them. --dry-run prints the API requests instead.",
+        "flags override them; a placeholder bucket left there stops a verb before any request. "
+        "--dry-run prints the API requests instead.",
     )
     verbs = aws.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=type(aws))
 
@@ -65,6 +66,9 @@ def add_aws(sub) -> None:
         )
         p.add_argument("--region", default=None, help="AWS region (default: configuration)")
         p.add_argument("--dry-run", action="store_true", help="print the API requests only")
+        p.add_argument(
+            "--verbose", action="store_true", help="a dry run prints an upload's every file"
+        )
         return p
 
     iam = verb("iam", "two least-privilege roles: SageMaker execution and Lambda")
@@ -416,7 +420,9 @@ VERBS: dict[str, Callable[[Ctx, argparse.Namespace], None]] = {
 
 
 def aws_context(args: argparse.Namespace) -> Ctx:
-    """The context a verb runs in: the settings (file, then flags) and deployment N."""
+    """The context a verb runs in: the settings (file, then flags) and deployment N, both
+    checked before any request (preflight: placeholders stop a real run)."""
+    from dogbreed.aws import preflight
     from dogbreed.aws.config import load_config
     from dogbreed.aws.context import Ctx, Names
 
@@ -428,9 +434,16 @@ def aws_context(args: argparse.Namespace) -> Ctx:
     name = getattr(args, "name", None)
     names = Names(name).check() if name is not None else Names("-")  # before any request
     config = load_config(args.config, overrides)
-    return Ctx(names, config, args.dry_run, adopt=getattr(args, "adopt", False))
+    preflight.check(args, config)
+    adopt, verbose = getattr(args, "adopt", False), getattr(args, "verbose", False)
+    return Ctx(names, config, args.dry_run, adopt=adopt, verbose=verbose)
 
 
 def run_aws(args: argparse.Namespace) -> int:
-    VERBS[args.verb](aws_context(args), args)
+    ctx = aws_context(args)
+    if args.dry_run:
+        from dogbreed.aws.preflight import open_dry_run
+
+        open_dry_run(ctx, args)
+    VERBS[args.verb](ctx, args)
     return 0

@@ -92,7 +92,7 @@ def fits(operation: str, params: dict) -> str:
 
 
 def test_the_dry_run_prints_the_whole_chain_in_order(offline):
-    output, _ = dry_up(offline)
+    output, _ = dry_up(offline, "--verbose")  # every request printed, each upload's too
     steps = re.findall(r"^\[(\d)/8\] (\S+)", output, re.M)
     assert [int(k) for k, _ in steps] == list(range(1, 9))
     assert [w for _, w in steps] == [
@@ -103,13 +103,13 @@ def test_the_dry_run_prints_the_whole_chain_in_order(offline):
     positions = [ops.index(op) for op in CHAIN]
     assert positions == sorted(positions), ops
     assert ops.count("iam.create_role") == 2 and ops.count("cloudwatch.put_metric_alarm") == 2
-    # Each step's requests come after its predecessor's [k/8] line and before its own.
+    # Each step's requests come after its own [k/8] header and before the next one.
     lines = output.splitlines()
     step_of = {}
     for i, line in enumerate(lines):
         match = re.match(r"^\s*\(dry run\) (\S+) \{", line)
         if match:
-            step_of.setdefault(match.group(1), sum(x.startswith("[") for x in lines[:i]) + 1)
+            step_of.setdefault(match.group(1), sum(x.startswith("[") for x in lines[:i]))
     assert step_of["s3.put_object"] == 1 and step_of["iam.create_role"] == 2
     assert step_of["sagemaker.create_training_job"] == 3
     assert step_of["sagemaker.create_endpoint"] == 5
@@ -146,7 +146,7 @@ def test_a_serverless_chain_has_no_autoscaling_and_caps_the_lambdas_payload(offl
     ops = [op for op, _ in printed(output)]
     assert not [op for op in ops if op.startswith("application-autoscaling.")]
     assert not [r for r in requests if r.service == "application-autoscaling"]
-    assert "[6/8] autoscaling: none (serverless" in output
+    assert "[6/8] autoscaling\n    -> autoscaling: none (serverless" in output
     sent = dict(printed(output))
     variant = sent["sagemaker.create_endpoint_config"]["ProductionVariants"][0]
     assert variant["ServerlessConfig"]["MemorySizeInMB"] == 3072
