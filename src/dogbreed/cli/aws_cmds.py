@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dogbreed.cli.aws_flags import deploy_flags, endpoint_flags
+
 if TYPE_CHECKING:  # for annotations only: the aws modules load when a verb runs
     from dogbreed.aws.context import Ctx
     from dogbreed.aws.endpoint import DeployOptions
@@ -104,7 +106,7 @@ def add_aws(sub) -> None:
         "model, endpoint config, endpoint (created, or updated blue/green with a canary that "
         "rolls back by itself) and its CloudWatch alarms",
     )
-    _deploy_args(deploy)
+    deploy_flags(deploy)
     _adopt_flag(deploy)
     scale = verb("autoscale", "target tracking on invocations per instance")
     _adopt_flag(scale)
@@ -190,7 +192,7 @@ def _up_args(up: argparse.ArgumentParser) -> None:
     up.add_argument(
         "--train-timeout", type=float, default=86400, help="seconds to wait for the training job"
     )
-    _endpoint_flags(up)  # serverless: no autoscaling step then
+    endpoint_flags(up)  # serverless: no autoscaling step then
     up.add_argument("--min", type=int, help="autoscaling: minimum instances")
     up.add_argument("--max", type=int, help="autoscaling: maximum instances")
     up.add_argument("--reserved", type=int, help="Lambda reserved concurrency")
@@ -200,67 +202,6 @@ def _up_args(up: argparse.ArgumentParser) -> None:
         action="store_true",
         help="make the function URL public (AuthType NONE); default AWS_IAM",
     )
-
-
-def _endpoint_flags(parser: argparse.ArgumentParser) -> None:
-    """What runs the model: the flags `deploy` and `up` share (see _deploy_options)."""
-    parser.add_argument(
-        "--instance-type", help="e.g. ml.m5.large; ml.c6i.large (VNNI) runs the int8 model"
-    )
-    parser.add_argument(
-        "--instance-count", type=int, help="instances (a canary needs 2 or more; default 1)"
-    )
-    parser.add_argument(
-        "--serverless",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="a serverless endpoint (default: the config's deploy.serverless, false): billed per "
-        "request, nothing when idle, cold starts. It has "
-        "no GPUs, no network isolation, no autoscaling policy (--max-concurrency caps it), no "
-        "canary or rollback on alarms (updates are all at once), and takes payloads up to 4 MB "
-        "(aws lambda then sets the Lambda's MAX_IMAGE_BYTES to 4194304). SageMaker cannot "
-        "turn an instance endpoint serverless",
-    )
-    parser.add_argument(
-        "--memory-mb", type=int, help="serverless memory: 1024-6144 in 1024 steps (default 2048)"
-    )
-    parser.add_argument(
-        "--max-concurrency", type=int, help="serverless concurrent requests, 1-200 (default 5)"
-    )
-    parser.add_argument(
-        "--wait-timeout", type=float, default=1800, help="seconds to wait for InService"
-    )
-
-
-def _deploy_args(deploy: argparse.ArgumentParser) -> None:
-    """`aws deploy`: what runs the model, how a new one rolls out, when it rolls back."""
-    deploy.add_argument("--image", required=True, help="serve image URI")
-    deploy.add_argument("--model-data", required=True, help="s3://.../model.tar.gz")
-    _endpoint_flags(deploy)
-    deploy.add_argument(
-        "--canary-percent",
-        type=int,
-        help="share of the new fleet that takes traffic first, 1-50 (default 25)",
-    )
-    deploy.add_argument(
-        "--bake-minutes",
-        type=int,
-        help="minutes the canary, then the whole new fleet, run under the alarms before the "
-        "next step, 0-60 (default 10)",
-    )
-    deploy.add_argument(
-        "--alarm-error-rate",
-        type=float,
-        help="5XX share of invocations that trips the error alarm, 0-1 (default 0.05)",
-    )
-    deploy.add_argument(
-        "--alarm-latency-ms",
-        type=float,
-        help="average model latency that trips the latency alarm (default 500)",
-    )
-
-
-# ---- dispatch: verb -> handler(ctx, args); the aws modules are imported only here ------------
 
 
 def _iam(ctx: Ctx, args: argparse.Namespace) -> None:
@@ -299,7 +240,7 @@ def _tune(ctx: Ctx, args: argparse.Namespace) -> None:
 def _deploy_options(
     args: argparse.Namespace, image: str, model_data: str, **rollout
 ) -> DeployOptions:
-    """DeployOptions from _endpoint_flags, plus `deploy`'s rollout and alarm settings."""
+    """DeployOptions from endpoint_flags, plus `deploy`'s rollout and alarm settings."""
     from dogbreed.aws.endpoint import DeployOptions
 
     return DeployOptions(
