@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dogbreed.cli.main import main as cli_main
 from dogbreed.cli.main import report_error
 from dogbreed.core.logs import configure_logging
-from dogbreed.train.sagemaker import MODEL_DIR, base_dir
+from dogbreed.core.opt_ml import MODEL_DIR, base_dir
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,10 +1,6 @@
-"""The /opt/ml tree SageMaker gives each training host, laid out on this machine.
-
-    ROOT/input/config/hyperparameters.json   {"name": "value", ...}: every value a string
-    ROOT/input/config/resourceconfig.json    {"current_host", "hosts", "network_interface_name"}
-    ROOT/input/config/inputdataconfig.json   {"training": {...}}: one File-mode channel
-    ROOT/input/data/training/                the channel (a read-only bind mount of the data)
-    ROOT/model/  ROOT/output/  ROOT/checkpoints/
+"""The /opt/ml tree SageMaker gives each training host, laid out on this machine
+with core/opt_ml.py's names and formats (the ones training reads): one File-mode
+channel, `training`, a read-only bind mount of the data.
 
 Pure file work: no Docker here, so it is tested in-process.
 """
@@ -15,21 +11,21 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 from dogbreed.core.errors import ConfigError, DataError
+from dogbreed.core.opt_ml import (
+    CHANNELS_DIR,
+    HYPERPARAMETERS_FILE,
+    INPUT_DATA_CONFIG_FILE,
+    RESOURCE_CONFIG_FILE,
+    TRAINING_CHANNEL,
+    WRITABLE_DIRS,
+    encode_hyperparameter,
+    file_channel,
+    resource_config,
+)
 
-CHANNEL = "training"
-CONFIG_DIR = "input/config"
-CHANNEL_DIR = f"input/data/{CHANNEL}"
-WRITABLE_DIRS = ("model", "output", "checkpoints")
-INPUT_DATA_CONFIG = {
-    CHANNEL: {
-        "TrainingInputMode": "File",
-        "S3DistributionType": "FullyReplicated",
-        "RecordWrapperType": "None",
-    }
-}
+CHANNEL_DIR = f"{CHANNELS_DIR}/{TRAINING_CHANNEL}"
 # A hyperparameter name: up to 256 characters (SageMaker's limit), no space or '='.
 _KEY = re.compile(r"[^\s=]{1,256}")
 
@@ -49,12 +45,6 @@ def parse_hyperparameter(text: str) -> tuple[str, str]:
     return key, value
 
 
-def as_sagemaker_string(value: Any) -> str:
-    """A hyperparameter value as SageMaker stores it: strings as they are, anything else
-    JSON-encoded (3 -> "3", true -> "true")."""
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 def hyperparameters(json_text: str | None, pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     """The job's hyperparameters: a JSON object (values made strings), then key=value pairs
     (which win)."""
@@ -66,7 +56,7 @@ def hyperparameters(json_text: str | None, pairs: Iterable[tuple[str, str]]) -> 
             raise ConfigError(f"--hp-json is not valid JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise ConfigError("--hp-json must be a JSON object of name -> value")
-        values.update({str(k): as_sagemaker_string(v) for k, v in doc.items()})
+        values.update({str(k): encode_hyperparameter(v) for k, v in doc.items()})
     values.update(dict(pairs))
     return values
 
@@ -83,23 +73,18 @@ def check_data(data: Path) -> Path:
     return data.resolve()
 
 
-def resource_config(host: str, hosts: list[str], interface: str) -> dict[str, Any]:
-    return {"current_host": host, "hosts": list(hosts), "network_interface_name": interface}
-
-
 def write_tree(
     root: Path, host: str, hosts: list[str], hps: Mapping[str, str], interface: str
 ) -> Path:
     """Lay out one host's /opt/ml tree under `root` (which must not exist yet)."""
-    config = root / CONFIG_DIR
-    config.mkdir(parents=True)
     files = {
-        "hyperparameters.json": {k: str(v) for k, v in hps.items()},
-        "resourceconfig.json": resource_config(host, hosts, interface),
-        "inputdataconfig.json": INPUT_DATA_CONFIG,
+        HYPERPARAMETERS_FILE: {k: str(v) for k, v in hps.items()},
+        RESOURCE_CONFIG_FILE: resource_config(host, hosts, interface),
+        INPUT_DATA_CONFIG_FILE: {TRAINING_CHANNEL: file_channel()},
     }
     for name, doc in files.items():
-        (config / name).write_text(json.dumps(doc, indent=2) + "\n")
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(json.dumps(doc, indent=2) + "\n")
     (root / CHANNEL_DIR).mkdir(parents=True)  # mount point of the data
     for sub in WRITABLE_DIRS:
         (root / sub).mkdir()

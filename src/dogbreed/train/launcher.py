@@ -25,6 +25,8 @@ from dogbreed.core.errors import ConfigError
 from dogbreed.train.sagemaker import Job, write_failure
 
 log = logging.getLogger("dogbreed.launch")
+# torchrun, with a failed process reported in one line (train/elastic.py).
+ELASTIC = "dogbreed.train.elastic"
 
 
 def wait_for_hosts(hosts: Sequence[str], timeout_s: float) -> None:
@@ -94,7 +96,7 @@ def train_command(
         if procs == 1:
             return [sys.executable, *module], {}
         run = ["--standalone", f"--nproc-per-node={procs}"]
-        return [sys.executable, "-m", "torch.distributed.run", *run, *module], {}
+        return [sys.executable, "-m", ELASTIC, *run, *module], {}
     wait_for_hosts(job.hosts, settings.env_float(settings.HOST_WAIT_S, env))
     port = settings.env_int(settings.MASTER_PORT, env, minimum=1)
     run = [
@@ -120,7 +122,7 @@ def train_command(
         job.hosts[0],
         port,
     )
-    return [sys.executable, "-m", "torch.distributed.run", *run, *module], extra
+    return [sys.executable, "-m", ELASTIC, *run, *module], extra
 
 
 def run_train(flags: Sequence[str], env: dict[str, str]) -> int:

@@ -1,13 +1,7 @@
 """The SageMaker training contract, read once: one `Job` describes where we run.
 
-    BASE/input/config/hyperparameters.json   our settings, as strings (some JSON-encoded)
-    BASE/input/config/resourceconfig.json    hosts, current host, network interface
-    BASE/input/data/<channel>/               the data channels (or SM_CHANNEL_*)
-    BASE/model, BASE/output/data             outputs (or SM_MODEL_DIR, SM_OUTPUT_DATA_DIR)
-    BASE/checkpoints                         synced to S3; a restarted job resumes from it
-    BASE/output/failure                      why the job failed (SageMaker shows it)
-
-BASE is /opt/ml, or $SAGEMAKER_BASE_DIR. On a laptop or an EC2 host none of it
+The names and file formats are core/opt_ml.py's (the local twins write the same
+tree). On a laptop or an EC2 host none of it
 exists: the Job is one local host and the flags say everything. Nothing here
 imports torch, so the container's launcher reads the job before starting it.
 """
@@ -23,39 +17,27 @@ from typing import Any
 
 from dogbreed.core import settings
 from dogbreed.core.errors import ConfigError
+from dogbreed.core.opt_ml import (
+    CHANNELS_DIR,
+    CHECKPOINT_DIR,
+    FAILURE_FILE,
+    HYPERPARAMETERS_FILE,
+    MODEL_DIR,
+    OUTPUT_DATA_DIR,
+    RESOURCE_CONFIG_FILE,
+    base_dir,
+    decode_hyperparameter,
+)
 from dogbreed.core.settings import SETTINGS, parse_setting
 
-HYPERPARAMETERS_FILE = "input/config/hyperparameters.json"
-RESOURCE_CONFIG_FILE = "input/config/resourceconfig.json"
-INPUT_DATA_CONFIG_FILE = "input/config/inputdataconfig.json"
-CHANNELS_DIR = "input/data"
-FAILURE_FILE = "output/failure"
-MODEL_DIR = "model"
-OUTPUT_DATA_DIR = "output/data"
-CHECKPOINT_DIR = "checkpoints"
 # Keys SageMaker, its SDK or a tuning job add that are not ours.
 FOREIGN_KEY_PREFIXES = ("sagemaker_", "_")
 LOCAL_HOST = "localhost"
 
 
-def base_dir(env: Mapping[str, str]) -> Path:
-    return Path(env.get(settings.SAGEMAKER_BASE_DIR) or settings.DEFAULT_BASE_DIR)
-
-
 def in_sagemaker(env: Mapping[str, str]) -> bool:
     """Whether a SageMaker-style launcher started us (its config file or SM_* variables)."""
     return (base_dir(env) / RESOURCE_CONFIG_FILE).is_file() or settings.SM_CURRENT_HOST in env
-
-
-def decode_hyperparameter(raw: Any) -> Any:
-    """SageMaker sends strings, the SDK's framework estimators JSON-encode them."""
-    if isinstance(raw, str):
-        try:
-            decoded = json.loads(raw)
-        except ValueError:
-            return raw
-        return decoded if isinstance(decoded, str | int | float | bool) else raw
-    return raw
 
 
 def _read_json_object(path: Path) -> dict[str, Any] | None:

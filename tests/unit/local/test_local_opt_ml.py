@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dogbreed.core.errors import ConfigError, DataError
+from dogbreed.core.opt_ml import decode_hyperparameter, encode_hyperparameter
 from dogbreed.local.opt_ml import (
-    as_sagemaker_string,
     check_data,
     host_names,
     hyperparameters,
@@ -47,9 +47,15 @@ def test_empty_or_spaced_keys_are_refused(text):
 
 @given(value=st.one_of(st.integers(), st.floats(allow_nan=False), st.booleans(), st.text()))
 def test_every_hyperparameter_value_becomes_a_string(value):
-    text = as_sagemaker_string(value)
+    text = encode_hyperparameter(value)
     assert isinstance(text, str)
     assert text == value if isinstance(value, str) else json.loads(text) == value
+
+
+@given(value=st.one_of(st.integers(), st.floats(allow_nan=False), st.booleans()))
+def test_what_the_twins_write_training_reads_back(value):
+    """One contract (core.opt_ml): the twins' encoding is the one training decodes."""
+    assert decode_hyperparameter(encode_hyperparameter(value)) == value
 
 
 def test_json_then_pairs_and_pairs_win():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def test_several_hosts_make_one_torchrun_job(tmp_path, monkeypatch, hosts, curre
     monkeypatch.setattr(launcher, "_resolves", lambda host: True)
     env = job_files(tmp_path, hosts, current)  # "lo": an interface every host has
     cmd, extra = launcher.train_command([], Job.read(env), env)
-    assert cmd[1:3] == ["-m", "torch.distributed.run"]
+    assert cmd[1:3] == ["-m", "dogbreed.train.elastic"]  # torchrun, failures in one line
     assert f"--nnodes={len(hosts)}" in cmd and f"--node-rank={hosts.index(current)}" in cmd
     assert f"--master-addr={hosts[0]}" in cmd and "--master-port=29500" in cmd
     assert cmd[-3:] == ["-m", "dogbreed", "train"]
@@ -102,3 +103,19 @@ def test_the_job_is_read_once_into_one_object(tmp_path):
     assert job.sagemaker and job.rank == 1 and job.interface is None
     assert job.hyperparameters == {"epochs": 2}
     assert job.model_dir == tmp_path / "model" and job.checkpoint_dir == tmp_path / "checkpoints"
+
+
+def test_a_failed_process_under_torchrun_is_one_line_not_a_traceback(tmp_path):
+    script = tmp_path / "fails.py"
+    script.write_text("import sys\nprint('dogbreed train: error: no weights', file=sys.stderr)\n"
+                      "sys.exit(3)\n")  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", launcher.ELASTIC, "--standalone", "--nproc-per-node=1", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 3
+    assert "dogbreed train: error: no weights" in proc.stderr
+    assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr
+    assert "training process 0" in proc.stderr.splitlines()[-1]
