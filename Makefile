@@ -15,7 +15,7 @@ help:  ## list the targets
 $(STAMP): pyproject.toml constraints.txt constraints-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=24" "setuptools>=68,<81" wheel
-	$(BIN)/pip install --quiet -c constraints.txt -c constraints-dev.txt -e ".[train,serve,dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -c constraints-dev.txt -e ".[train,serve,local,dev]"
 	# Test images only: foolbox's wheel carries 20 real ImageNet photos (two dogs).
 	$(BIN)/pip install --quiet --no-deps foolbox==3.3.4
 	touch $(STAMP)
@@ -36,9 +36,13 @@ imports: $(STAMP)  ## the import contracts between the package's parts (import-l
 unit: lint imports  ## lint, import contracts and the unit tier: in-process, no Docker, a minute or two
 	$(BIN)/pytest -q tests/unit
 
-test: unit build  ## everything: the unit tier first, then both images and the integration tier
+test: unit docs build  ## everything: the unit tier and the docs first, then both images and the integration tier
 	@containers/test-deps.sh
 	$(BIN)/pytest -q tests/integration
+
+.PHONY: docs
+docs: $(STAMP)  ## the documentation site (docs/, mkdocs.yml) into build/site; fails on any warning
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
 
 demo: $(STAMP) build  ## the main job in containers: train image -> serve image -> classify
 	rm -rf $(WORK)/demo
@@ -63,21 +67,25 @@ TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 PUBLIC_BASE ?= python:3.11-slim-bookworm
 DOCKER_BUILD = docker build --network host --build-arg BASE_IMAGE=$$(containers/base-image.sh $(PUBLIC_BASE))
 
-.PHONY: engine build build-train build-serve build-ca
+.PHONY: engine build build-train build-serve build-context
 
 engine:  ## make sure a Docker engine answers (starts one where it can)
 	@containers/engine.sh
 
-build-ca:
+# What the builds take besides the tree: the build host's CA bundle (used in build stages
+# only, never in an image) and each image's requirements from pyproject.toml's extras.
+build-context:
 	@mkdir -p containers/build
 	@if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cp /etc/ssl/certs/ca-certificates.crt containers/build/host-ca.crt; else : > containers/build/host-ca.crt; fi
+	@$(PYTHON) containers/requirements.py serve > containers/build/requirements-serve.txt
+	@$(PYTHON) containers/requirements.py train sagemaker > containers/build/requirements-train.txt
 
 build: build-train build-serve  ## build both images
 
-build-train: engine build-ca  ## build the train image (torch, sagemaker-training, dogbreed)
+build-train: engine build-context  ## build the train image (torch, sagemaker-training, dogbreed)
 	$(DOCKER_BUILD) -f containers/train/Dockerfile -t $(TRAIN_IMAGE):$(TAG) -t $(TRAIN_IMAGE):latest .
 
-build-serve: engine build-ca  ## build the serve image (Java, MMS, ONNX Runtime, dogbreed; no torch)
+build-serve: engine build-context  ## build the serve image (Java, MMS, ONNX Runtime, dogbreed; no torch)
 	$(DOCKER_BUILD) -f containers/serve/Dockerfile -t $(SERVE_IMAGE):$(TAG) -t $(SERVE_IMAGE):latest .
 
 # ---- running the images locally (`dogbreed local`: the Docker SDK) -----------
@@ -114,7 +122,7 @@ push: build  ## push both images (ECR, or REGISTRY=host:port); IMAGES= picks som
 LAMBDA_ZIP ?= $(WORK)/lambda.zip
 
 .PHONY: lambda-zip
-lambda-zip:  ## the Lambda function's zip (one file, standard library + boto3)
+lambda-zip: $(STAMP)  ## the Lambda function's zip (one file, standard library + boto3), byte for byte the one `aws lambda` publishes
 	@mkdir -p $(dir $(LAMBDA_ZIP))
-	@rm -f $(LAMBDA_ZIP) && $(PYTHON) -m zipfile -c $(LAMBDA_ZIP) src/dogbreed/aws/lambda_function.py
-	@echo "$(LAMBDA_ZIP): $$(wc -c < $(LAMBDA_ZIP)) bytes"
+	@$(BIN)/python -c 'import sys; from dogbreed.aws.functions import lambda_zip; open(sys.argv[1], "wb").write(lambda_zip())' $(LAMBDA_ZIP)
+	@echo "$(LAMBDA_ZIP): $$(wc -c < $(LAMBDA_ZIP)) bytes, sha256 $$(sha256sum $(LAMBDA_ZIP) | cut -c1-16)"

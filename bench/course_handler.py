@@ -4,7 +4,7 @@ Torch eager under no_grad, PIL + torchvision `Resize((224, 224))` + `ToTensor`
 (no normalisation, as the course had it), raw logits back as JSON. It loads the
 same model.pth as our server (backbone + linear head) so both serve one set of
 weights. The course's URL fetching is left out: benchmarks send image bytes.
-Started on the same MMS stack through the sagemaker-inference toolkit.
+Served by the same MMS stack (`dogbreed serve` with this module as the handler).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Endpoint latency and memory: our server against the course handler, one run.
 
 Starts each server in turn on the same model directory and the same MMS stack
-(sagemaker-inference toolkit): ours serving the fp32 model, ours serving the
+(`dogbreed serve` starting multi-model-server): ours serving the fp32 model, ours serving the
 int8 one, then the course handler. It drives each with real JPEGs at
 concurrency 1, 2, 4 and 8 from threads on loopback, and prints p50/p95/p99
 latency, requests/s, errors and the server's resident memory (Java front end
@@ -89,8 +89,7 @@ def make_images(root: Path, n: int = 16) -> list[Path]:
 def mms_rss_mb() -> float:
     """Resident memory of the MMS Java front end and all its Python workers.
 
-    The toolkit launches MMS detached from its own process, and allows one MMS
-    per machine; it finds it by this class name, and so do we.
+    The front end is found by its main class: one server runs at a time here.
     """
     total = 0
     for p in psutil.process_iter(["cmdline"]):
@@ -151,9 +150,10 @@ class Server:
             cmd = [
                 sys.executable,
                 "-c",
-                "from pathlib import Path; from dogbreed.serve.server import ServeOptions, "
-                f"serve; serve(Path({str(model_dir)!r}), ServeOptions(port={self.port}, "
-                "handler_service='course_handler'))",
+                "from pathlib import Path; from dogbreed.core.serve_settings import "
+                "ServeSettings; from dogbreed.serve.server import serve; "
+                f"serve(Path({str(model_dir)!r}), ServeSettings.read(port={self.port}), "
+                "handler='course_handler')",
             ]
         with (self.logdir / "out.log").open("w") as log:
             self.proc = subprocess.Popen(

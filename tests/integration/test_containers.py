@@ -32,6 +32,7 @@ pytestmark = pytest.mark.skipif(
     not image_present(TRAIN_IMAGE), reason=f"{TRAIN_IMAGE} not built (make build)"
 )
 
+CONSTRAINTS = Path(__file__).resolve().parents[2] / "constraints.txt"
 HPS = {
     "epochs": "1",
     "batch_size": "4",
@@ -259,6 +260,45 @@ def test_each_image_carries_an_sbom_of_its_python_environment(image, present, ab
     listed = run_once(image, ["-c", "import importlib.metadata as m; print(m.version('dogbreed'))"],
                       entrypoint=["python"], network_mode=None)  # fmt: skip
     assert version == listed.stdout.strip()
+
+
+@pytest.mark.parametrize("image", [TRAIN_IMAGE, SERVE_IMAGE])
+def test_images_install_the_pinned_versions_and_no_build_host_certificate(image):
+    """One list of versions (constraints.txt); the build host's CA bundle, which the
+    builds trust, is in no layer of the image and nowhere in its history."""
+    if not image_present(image):
+        pytest.fail(f"{image} not built")
+    history = engine().images.get(image).history()
+    assert not [h["CreatedBy"] for h in history if "host-ca" in (h.get("CreatedBy") or "")]
+    assert run_once(image, ["/tmp"], entrypoint=["ls", "-A"], network_mode=None).stdout == ""
+    listed = run_once(
+        image,
+        ["-c", "import importlib.metadata as m, json; "
+               "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"],
+        entrypoint=["python"],
+        network_mode=None,
+    )  # fmt: skip
+    norm = lambda name: name.lower().replace("_", "-").replace(".", "-")  # noqa: E731
+    installed = {norm(k): v for k, v in json.loads(listed.stdout).items()}
+    pins = dict(
+        (norm(name), version)
+        for name, _, version in (
+            line.partition("==") for line in CONSTRAINTS.read_text().splitlines() if "==" in line
+        )
+    )
+    off = {
+        n: (v, pins[n]) for n, v in installed.items() if n in pins and v.split("+")[0] != pins[n]
+    }
+    assert not off, off
+    unpinned = set(installed) - set(pins) - {"dogbreed", "pip"}
+    assert not unpinned, unpinned
+
+
+def test_serve_image_declares_a_healthcheck_on_ping():
+    if not image_present(SERVE_IMAGE):
+        pytest.fail(f"{SERVE_IMAGE} not built")
+    check = engine().images.get(SERVE_IMAGE).attrs["Config"]["Healthcheck"]
+    assert "/ping" in " ".join(check["Test"]) and check["StartPeriod"] >= 240 * 10**9
 
 
 def test_serve_image_runs_as_non_root():

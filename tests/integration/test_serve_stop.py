@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -81,5 +82,37 @@ def test_a_front_end_that_dies_ends_serve_non_zero(trained, tmp_path):
         while session_members(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not [command(p) for p in session_members(proc.pid)]
+    finally:
+        stop(proc)
+
+
+def ours(tmp: Path) -> list[Path]:
+    """What is in TMPDIR, less ONNX Runtime's own session-id file (one per TMPDIR, reused)."""
+    return [p for p in tmp.iterdir() if p.name != ".ses"]
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_a_server_keeps_its_files_private_and_takes_them_when_it_stops(trained, tmp_path, quiet):
+    """One private folder (mode 0700) in TMPDIR while it runs, nothing after; the
+    console reads at a glance, and -q leaves warnings only."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    flags = ["-q"] if quiet else []
+    url, proc, log = start_native(
+        trained[0] / "model", tmp_path, *flags, env={"TMPDIR": str(scratch)}
+    )
+    try:
+        wait_for_ping(url, proc, log)
+        folders = ours(scratch)
+        assert len(folders) == 1 and folders[0].stat().st_mode & 0o077 == 0, folders
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()[-2000:]
+        assert not ours(scratch)
+        lines = log.read_text().splitlines()
+        assert not [line for line in lines if "ERROR" in line or "Traceback" in line], lines
+        if quiet:
+            assert not [line for line in lines if " INFO " in line or "[INFO" in line], lines
+        else:
+            assert len(lines) < 30 and any("on port" in line for line in lines), lines
     finally:
         stop(proc)

@@ -164,6 +164,8 @@ def bad_requests(jpeg: bytes) -> list[tuple[str, bytes | str, str, int, str]]:
             "instances[1]",
         ),
         ("over size", b"\xff" * (6 * 1024 * 1024 + 512 * 1024), "image/jpeg", 413, "over the"),
+        # Up to twice the limit the answer is still JSON, not a reset connection.
+        ("twice the size", b"\xff" * (12 * 1024 * 1024), "image/jpeg", 413, "over the"),
         ("huge dimensions", huge, "image/png", 413, "9000x9000"),
     ]
 

@@ -75,7 +75,6 @@ def start_native(
     log = tmp / "server.log"
     env = {
         **os.environ,
-        "LOG_LOCATION": str(tmp),
         "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
         **(env or {}),
     }

@@ -25,7 +25,16 @@ def test_help_explains(args):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["train", "--epoch", "3"], "unrecognized arguments: --epoch"),
+        # Reported by the command it was given to, with the flag it resembles.
+        (
+            ["train", "--epoch", "3"],
+            "train: error: unrecognized argument --epoch; did you mean --epochs?",
+        ),
+        (
+            ["predict", "--model-dir", "m", "--topk", "3", "x.jpg"],
+            "predict: error: unrecognized argument --topk; did you mean --top-k?",
+        ),
+        (["train", "--data", "d", "stray"], "train: error: unrecognized arguments: stray"),
         (["fly"], "invalid choice: 'fly'"),
         (["data", "synth"], "the following arguments are required: --out"),
     ],
@@ -61,3 +70,35 @@ def test_bad_input_is_one_line_never_a_traceback(args, message):
     assert proc.returncode not in (0, None), proc.stderr
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_predict_names_a_missing_image_and_answers_the_rest(tiny_model_dir, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(tmp_path / "red.jpg")
+    proc = run_cli(
+        "predict", "--model-dir", tiny_model_dir, tmp_path / "gone.jpg", tmp_path / "red.jpg"
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"{tmp_path / 'gone.jpg'}: error: no such file"
+    assert f"{tmp_path / 'red.jpg'}: Red" in proc.stdout
+
+
+def test_aws_help_shows_the_defaults_of_defaults_json(monkeypatch):
+    """A help text reads its default where the default is written, not a copy of it."""
+    from dogbreed.aws import config
+    from dogbreed.cli.main import build_parser
+
+    changed = config.defaults()
+    changed["deploy"]["memory_mb"], changed["alarms"]["latency_ms"] = 3072, 750.0
+    monkeypatch.setattr(config, "defaults", lambda: changed)
+    text = " ".join(
+        build_parser()
+        ._subparsers._group_actions[0]
+        .choices["aws"]
+        ._subparsers._group_actions[0]
+        .choices["deploy"]
+        .format_help()
+        .split()
+    )
+    assert "steps of 1024 (default 3072)" in text and "latency alarm (default 750)" in text

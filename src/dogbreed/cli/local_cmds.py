@@ -1,4 +1,4 @@
-"""`dogbreed local train|serve`: the images on this machine, as SageMaker runs them.
+"""`dogbreed local train|serve|transform`: the images on this machine, as SageMaker runs them.
 
 Only the parsers live here; the Docker SDK is imported when a command runs.
 """
@@ -73,11 +73,11 @@ def add_local(sub) -> None:
         "local",
         help="run the train or serve image on this machine as SageMaker does (Docker)",
         description="Run the images on this machine's Docker engine exactly as SageMaker "
-        "runs them: a training job of one or more hosts, or an endpoint. Ctrl-C stops and "
-        "removes every container the command started.",
+        "runs them: a training job of one or more hosts, an endpoint, or a batch transform "
+        "job. Ctrl-C stops and removes every container the command started.",
     )
     verbs = local.add_subparsers(
-        dest="verb", required=True, metavar="{train,serve}", parser_class=type(local)
+        dest="verb", required=True, metavar="{train,serve,transform}", parser_class=type(local)
     )
     train = verbs.add_parser(
         "train",
@@ -151,6 +151,116 @@ def add_local(sub) -> None:
         help="seconds to wait for /ping to answer (default 240, as SageMaker)",
     )
 
+    _add_transform(verbs)
+
+
+def _payload_mb(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of MB, 1-100")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number, at least 1")
+    return value
+
+
+def _add_transform(verbs) -> None:
+    transform = verbs.add_parser(
+        "transform",
+        help="a batch transform job: the serve image over a folder of files",
+        description="Run 'IMAGE serve' as a SageMaker Batch Transform job runs it "
+        "(SAGEMAKER_BATCH=True and the job's values in its environment), ask it GET "
+        "/execution-parameters (the job's flags win, then its answer, then SageMaker's "
+        "defaults: MultiRecord, 6 MB, 1 at a time), and send every file under --input to "
+        "POST /invocations: whole (--split-type None) or split into lines (Line), one record "
+        "a request (SingleRecord) or as many as fit the payload limit (MultiRecord). Writes "
+        "OUTPUT/NAME.out per input file, OUTPUT/predictions.csv (file, breed, score, top-k) "
+        "and OUTPUT/container.log; prints a summary with images/s. Exits non-zero naming "
+        "each file that failed and why (SageMaker fails the whole job on one).",
+    )
+    _common(transform)
+    transform.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help="model directory or model.tar.gz (unpacked to a temporary directory)",
+    )
+    transform.add_argument(
+        "--input", type=Path, required=True, help="folder of input files (every file, recursively)"
+    )
+    transform.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        help="folder for NAME.out per input, predictions.csv and container.log",
+    )
+    transform.add_argument(
+        "--split-type",
+        choices=("None", "Line"),
+        default="None",
+        help="None (default): each file is one record, e.g. a photo; Line: each line of a "
+        'file is one record, e.g. JSON Lines of {"image": "<base64>"}',
+    )
+    transform.add_argument(
+        "--batch-strategy",
+        choices=("SingleRecord", "MultiRecord"),
+        default=None,
+        help="records per request with --split-type Line: one, or as many as fit "
+        "--max-payload (default: the container's answer, else MultiRecord)",
+    )
+    transform.add_argument(
+        "--max-payload",
+        type=_payload_mb,
+        default=None,
+        metavar="MB",
+        help="MaxPayloadInMB, 1-100: the largest request (default: the container's answer, else 6)",
+    )
+    transform.add_argument(
+        "--max-concurrent",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="MaxConcurrentTransforms: requests at a time (default: the container's answer, "
+        "else 1)",
+    )
+    transform.add_argument(
+        "--content-type",
+        default=None,
+        help="Content-Type of every request (default: application/x-image for --split-type "
+        "None, application/jsonlines for Line)",
+    )
+    transform.add_argument("--accept", default=None, help="Accept header of every request")
+    transform.add_argument(
+        "--assemble-with",
+        choices=("None", "Line"),
+        default=None,
+        help="how a file's answers make NAME.out: Line (one a line; the default with "
+        "--split-type Line) or None (concatenated)",
+    )
+    transform.add_argument(
+        "--invocation-timeout",
+        type=float,
+        default=600,
+        metavar="S",
+        help="seconds one request may take (default 600, SageMaker's)",
+    )
+    transform.add_argument(
+        "--wait",
+        type=float,
+        default=240,
+        help="seconds to wait for /ping to answer (default 240, as SageMaker)",
+    )
+
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
@@ -162,6 +272,8 @@ def run_local(args: argparse.Namespace) -> int:
     try:
         if args.verb == "train":
             return _train(args)
+        if args.verb == "transform":
+            return _transform(args)
         return _serve(args)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -200,3 +312,27 @@ def _serve(args: argparse.Namespace) -> int:
         run_id=args.run_id or "",
     )
     return run_serve(job)
+
+
+def _transform(args: argparse.Namespace) -> int:
+    from dogbreed.local.transform import TransformJob, run_transform
+
+    job = TransformJob(
+        image=args.image,
+        model=args.model,
+        input=args.input,
+        output=args.output,
+        split_type=args.split_type,
+        batch_strategy=args.batch_strategy,
+        max_payload_mb=args.max_payload,
+        max_concurrent=args.max_concurrent,
+        content_type=args.content_type,
+        accept=args.accept,
+        assemble_with=args.assemble_with,
+        invocation_timeout_s=args.invocation_timeout,
+        network=args.network,
+        wait_s=args.wait,
+        env=dict(args.env),
+        run_id=args.run_id or "",
+    )
+    return run_transform(job)

@@ -60,9 +60,10 @@ def add_serve(sub) -> None:
     serve = sub.add_parser(
         "serve",
         help="run the SageMaker endpoint server on a model directory",
-        description="Start multi-model-server (via the sagemaker-inference toolkit) with "
-        "GET /ping and POST /invocations. Settings from the environment are "
-        "listed in the README.",
+        description="Start multi-model-server with GET /ping and POST /invocations, "
+        "watch it (a dead workers' parent is restarted; a dead front end or no worker "
+        "exits 9) and drain on SIGTERM. Settings from the environment are listed in the "
+        "serving docs.",
     )
     serve.add_argument(
         "--model-dir",
@@ -86,6 +87,13 @@ def add_serve(sub) -> None:
         "listens on 0.0.0.0, as SageMaker requires). The management API is never on it",
     )
     _add_precision(serve)
+    serve.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,  # so that `dogbreed -q serve` counts too
+        help="warnings and errors only: no start-up lines, no per-worker log lines",
+    )
 
 
 def add_classify(sub) -> None:
@@ -146,6 +154,10 @@ def run_predict(args: argparse.Namespace) -> int:
     predictor = Predictor(args.model_dir, precision=args.precision)
     failed = 0
     for path in args.images:
+        if not path.is_file():
+            failed += 1
+            print(f"{path}: error: no such file", file=sys.stderr)
+            continue
         try:
             answer = predictor.predict_images([path], k=args.top_k)[0]
         except (ImageError, OSError) as exc:
@@ -164,9 +176,13 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from dogbreed.serve.server import ServeOptions, serve
+    from dogbreed.core.serve_settings import ServeSettings
+    from dogbreed.serve.server import serve
 
-    serve(args.model_dir, ServeOptions(args.port, args.workers, args.precision, args.host))
+    opts = ServeSettings.read(
+        port=args.port, workers=args.workers, precision=args.precision, host=args.host
+    )
+    serve(args.model_dir, opts, quiet=args.quiet)
     return 0
 
 
@@ -192,7 +208,14 @@ def run_lambda_local(args: argparse.Namespace) -> int:
 
     if args.wait:
         wait_until_healthy(args.server, args.wait)
-    gateway = InvokeEndpointGateway({args.endpoint_name: args.server}).start()
+
+    def log_failure(line: str) -> None:  # the client gets a generic 502: the operator, why
+        print(f"lambda-local: {line}", file=sys.stderr, flush=True)
+
+    # Images given: their failure is the command's error; serving: each one is logged.
+    on_failure = None if args.images else log_failure
+    gateway = InvokeEndpointGateway({args.endpoint_name: args.server}, on_failure=on_failure)
+    gateway.start()
     os.environ.update(
         {"ENDPOINT_NAME": args.endpoint_name, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": gateway.url}
     )
@@ -209,9 +232,12 @@ def run_lambda_local(args: argparse.Namespace) -> int:
             _serve_front_door(lambda_handler, args)
         for path in args.images:
             event = {"image_base64": base64.b64encode(path.read_bytes()).decode()}
+            gateway.last_failure = None
             answer = lambda_handler(event, None)
             if "error" in answer:
-                raise EndpointError(f"{path}: {answer['statusCode']}: {answer['error']}")
+                # The handler tells its client only "failed"; the gateway knows why.
+                why = gateway.last_failure or f"{answer['statusCode']}: {answer['error']}"
+                raise EndpointError(f"{path}: {why}")
             print(
                 f"{path}: {answer['breed']} (index {answer['index']}, p={answer['score']:.3f})",
                 flush=True,

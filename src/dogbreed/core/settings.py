@@ -10,6 +10,7 @@ The README's settings tables are checked against this module by a test.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ MODEL_SERVER_WORKERS = "SAGEMAKER_MODEL_SERVER_WORKERS"
 MODEL_SERVER_TIMEOUT_SECONDS = "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"
 MODEL_SERVER_VMARGS = "SAGEMAKER_MODEL_SERVER_VMARGS"
 MAX_PAYLOAD_MB = "DOGBREED_MAX_PAYLOAD_MB"
+# SageMaker Batch Transform sets the job's MaxPayloadInMB here (up to 100).
+BATCH_MAX_PAYLOAD_MB = "SAGEMAKER_MAX_PAYLOAD_IN_MB"
 MAX_PIXELS = "DOGBREED_MAX_PIXELS"
 MAX_REQUEST_PIXELS = "DOGBREED_MAX_REQUEST_PIXELS"
 MAX_INSTANCES = "DOGBREED_MAX_INSTANCES"
@@ -60,8 +63,9 @@ ORT_SPIN = "DOGBREED_ORT_SPIN"
 JOB_QUEUE = "DOGBREED_JOB_QUEUE"
 WORKER_TIMEOUT_S = "DOGBREED_WORKER_TIMEOUT_S"
 DRAIN_S = "DOGBREED_DRAIN_S"
-# Set by the server for its workers (not a user setting): where each marks a request.
-INFLIGHT_DIR = "DOGBREED_INFLIGHT_DIR"
+# Set by the server for its workers (not a user setting): its private folder (mode 0700),
+# where each worker marks the request it handles.
+RUNTIME_DIR = "DOGBREED_RUNTIME_DIR"
 
 # The front end holds each request's body until a worker takes it: a burst of
 # JOB_QUEUE maximum-size requests (50 x 6 MB) must fit its heap and its direct
@@ -77,7 +81,13 @@ PRECISIONS = ("auto", "fp32", "int8")
 
 SERVE_ENV = _vars(
     EnvVar(BIND_TO_PORT, "8080", "port (also `--port`)"),
-    EnvVar(MODEL_SERVER_WORKERS, "2", "worker processes (also `--workers`)"),
+    EnvVar(
+        MODEL_SERVER_WORKERS,
+        None,
+        "worker processes (also `--workers`); default 2, fewer where the memory limit "
+        "(the container's cgroup, e.g. a 1 GB serverless endpoint) cannot hold two at "
+        "their worst-case request",
+    ),
     EnvVar(
         MODEL_SERVER_TIMEOUT_SECONDS,
         "60",
@@ -85,6 +95,12 @@ SERVE_ENV = _vars(
         "in minutes)",
     ),
     EnvVar(MAX_PAYLOAD_MB, "6", "request size limit (InvokeEndpoint's own cap), JSON 413 above it"),
+    EnvVar(
+        BATCH_MAX_PAYLOAD_MB,
+        None,
+        "set by SageMaker Batch Transform (the job's `MaxPayloadInMB`): the request size limit "
+        f"when `{MAX_PAYLOAD_MB}` is not set",
+    ),
     EnvVar(
         MAX_PIXELS, str(DEFAULT_MAX_PIXELS), "decompression-bomb guard, checked before decoding"
     ),
@@ -131,22 +147,6 @@ SERVE_ENV = _vars(
 )
 
 
-def check_serve_env(env: Mapping[str, str] | None = None) -> None:
-    """Parse every serving variable once, at start: a bad value is one line before the
-    server starts, never a failure of every request after it."""
-    for name in (BIND_TO_PORT, MODEL_SERVER_WORKERS, MODEL_SERVER_TIMEOUT_SECONDS, MAX_PIXELS,
-                 MAX_REQUEST_PIXELS, MAX_INSTANCES, TOP_K, JOB_QUEUE):  # fmt: skip
-        env_int(name, env, minimum=1)
-    env_float(MAX_PAYLOAD_MB, env, minimum=0)
-    env_float(WORKER_TIMEOUT_S, env, minimum=1)
-    env_float(DRAIN_S, env, minimum=0)
-    if env_str(ORT_THREADS, env):
-        env_int(ORT_THREADS, env, minimum=1)
-    env_flag(SHARE_CORES, env)
-    env_flag(ORT_SPIN, env)
-    precision_choice(None, env)
-
-
 def precision_choice(given: str | None, env: Mapping[str, str] | None = None) -> str:
     """auto, fp32 or int8: the given value, else $DOGBREED_PRECISION, else auto."""
     precision = (given or env_str(PRECISION, env) or "auto").strip().lower()
@@ -190,9 +190,9 @@ def env_str(name: str, env: Mapping[str, str] | None = None) -> str | None:
 def env_float(name: str, env: Mapping[str, str] | None = None, minimum: float = 0) -> float:
     raw = env_str(name, env)
     try:
-        value = float(raw)  # type: ignore[arg-type]
+        value = _finite_float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ConfigError(f"{name}={raw!r}: must be a number") from None
+        raise ConfigError(f"{name}={raw!r}: must be a finite number") from None
     if not value >= minimum:
         raise ConfigError(f"{name}={raw!r}: must be at least {minimum:g}")
     return value
@@ -251,15 +251,31 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _finite_float(text: str) -> float:
+    """float(), refusing inf and NaN: one of them in a learning rate or a timeout only
+    shows up much later, as a diverged run or an overflow."""
     value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _finite_float(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _finite_float(text)
     if not value > 0:
         raise ValueError("must be greater than 0")
     return value
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
+    value = _finite_float(text)
     if not 0 <= value <= 1:
         raise ValueError("must lie between 0 and 1")
     return value
@@ -321,7 +337,7 @@ SETTINGS: dict[str, Setting] = {
     "backbone-lr-scale": Setting(
         _positive_float, 0.1, "with --unfreeze, backbone learning rate = lr x this"
     ),
-    "weight-decay": Setting(float, 1e-4, "AdamW weight decay"),
+    "weight-decay": Setting(_non_negative_float, 1e-4, "AdamW weight decay"),
     "unfreeze": Setting(parse_bool, False, "train the whole network, not only the new head"),
     "workers": Setting(
         _non_negative_int, None, "data-loading processes (default: CPU cores, at most 8)"

@@ -12,7 +12,8 @@ The front end replaces a dead worker child (it reconnects and the parent forks
 another), but it never restarts a dead parent: it retries the parent's socket
 with growing back-off (1, 2, 3, 5 ... 89 s) for ever, every request fails, and
 its `/ping` keeps answering 200. The OOM killer picks exactly that process.
-So a `Supervisor` thread looks at the process tree twice a second:
+So `serve`'s main loop looks at the process tree a few times a second and
+`Supervisor.check` decides:
 
 - the front end gone -> the server stops with an error (exit 9);
 - the parent gone -> it is started again with the command line, environment
@@ -22,9 +23,9 @@ So a `Supervisor` thread looks at the process tree twice a second:
   with an error, so that the platform replaces the instance instead of routing
   requests to a /ping that lies.
 
-`drain_then` is the other half: on SIGTERM, requests already taken finish before
-the front end is told to stop (workers mark each request in a shared folder,
-worker_load.py), bounded by `DOGBREED_DRAIN_S`, well inside SageMaker's 30 s.
+`drain` is the other half: on SIGTERM, requests already taken finish before
+the front end is told to stop (workers flag each request, worker_load.py),
+bounded by `DOGBREED_DRAIN_S`, well inside SageMaker's 30 s.
 """
 
 from __future__ import annotations
@@ -32,9 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,14 +41,11 @@ from pathlib import Path
 
 import psutil
 
-from dogbreed.core.errors import ServerError
+from dogbreed.serve.mms import WORKER_SCRIPT
 from dogbreed.serve.worker_load import busy_count
 
 log = logging.getLogger("dogbreed.serve.server")
 
-# How the three kinds of process are told apart (their command lines).
-FRONT_END_MAIN = "com.amazonaws.ml.mms.ModelServer"
-WORKER_SCRIPT = "model_service_worker.py"
 MAX_RESTARTS = 3
 # SageMaker's own allowance for the first /ping 200 after the container starts.
 STARTUP_S = 240.0
@@ -77,41 +73,39 @@ def _cmdline(proc: psutil.Process) -> str:
     return ""
 
 
-def look(restarted: frozenset[int] = frozenset()) -> Tree:
-    """The front end, the workers' parent (the front end's child, or one we restarted)
-    and how many workers are alive (forked children, or orphans still serving)."""
-    front_end = backend = None
+def _alive(proc: psutil.Process) -> bool:
+    """Running, and not a zombie (exited, not yet reaped)."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def look(front_end: psutil.Process | None, restarted: frozenset[int] = frozenset()) -> Tree:
+    """The workers' parent (the front end's child, or one we restarted) and how many
+    workers are alive (forked children, or orphans still serving)."""
+    if front_end is not None and not _alive(front_end):
+        front_end = None
+    backend = None
     workers = 0
-    found = [(p, _cmdline(p)) for p in psutil.Process().children(recursive=True)]
-    for proc, cmd in found:
-        if FRONT_END_MAIN in cmd:
-            front_end = proc
-    for proc, cmd in found:
-        if WORKER_SCRIPT not in cmd:
+    for proc in psutil.Process().children(recursive=True):
+        if WORKER_SCRIPT not in _cmdline(proc):
             continue
         with contextlib.suppress(psutil.Error):
-            ppid = proc.ppid()
-            if proc.pid in restarted or (front_end is not None and ppid == front_end.pid):
+            if proc.pid in restarted or (front_end is not None and proc.ppid() == front_end.pid):
                 backend = proc
             else:
                 workers += 1
     return Tree(front_end, backend, workers)
 
 
-def find_front_end(timeout_s: float, poll_s: float = 0.1) -> psutil.Process:
-    """The Java front end among our own descendants, once it has started.
-
-    Stands in for the toolkit's search, which scans every process on the machine
-    once a second: until it returns, SIGTERM cannot drain (see graceful_sigterm),
-    and the front end may already be answering /ping by then.
-    """
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        front_end = look().front_end
-        if front_end is not None:
-            return front_end
-        time.sleep(poll_s)
-    raise ServerError(f"the model server's front end did not start within {timeout_s:.0f} s")
+def reap_orphans(keep: int) -> None:
+    """Collect the exit status of our dead children other than `keep` (the front end, whose
+    Popen does that): workers orphaned to us and parents we restarted."""
+    for proc in psutil.Process().children():
+        with contextlib.suppress(psutil.Error, ChildProcessError):
+            if proc.pid != keep and proc.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(proc.pid, os.WNOHANG)
 
 
 @dataclass
@@ -137,12 +131,10 @@ class BackendSpec:
 
 @dataclass
 class Supervisor:
-    """The watch thread (see the module's docstring). `fatal` says why it gave up."""
+    """The decisions of the watch (see the module's docstring), one look at a time."""
 
-    stopped: threading.Event
     worker_timeout_s: float
-    poll_s: float = 0.5
-    fatal: str | None = None
+    stopping: bool = False  # set once the stop began: no more restarts
     spec: BackendSpec | None = None
     serving: bool = False  # a worker has answered since the start
     restarts: list[float] = field(default_factory=list)
@@ -150,25 +142,12 @@ class Supervisor:
     _down_since: float | None = None
     _up_since: float | None = None  # when the front end was first seen
 
-    def start(self) -> threading.Thread:
-        signal.signal(signal.SIGUSR1, self._on_fatal)
-        thread = threading.Thread(target=self._run, name="model-server-watch", daemon=True)
-        thread.start()
-        return thread
-
-    def _run(self) -> None:
-        while not self.stopped.wait(self.poll_s):
-            reason = self.check(look(frozenset(self.restarted)), time.monotonic())
-            if reason is not None:
-                self._give_up(reason)
-                return
-
     def check(self, tree: Tree, now: float) -> str | None:
         """One step: heal what can be healed; the reason to stop, or None."""
         if tree.front_end is None:
             if self._up_since is not None:
                 return FRONT_END_GONE
-            return None  # still starting: the toolkit's own start-up timeout applies
+            return None  # not started yet
         if self._up_since is None:
             self._up_since = now
         if tree.backend is not None and self.spec is None:
@@ -194,7 +173,7 @@ class Supervisor:
 
     def _restart_backend(self, now: float) -> None:
         self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW_S]
-        if self.spec is None or len(self.restarts) >= MAX_RESTARTS or self.stopped.is_set():
+        if self.spec is None or len(self.restarts) >= MAX_RESTARTS or self.stopping:
             return
         self.restarts.append(now)
         pid = self.spec.start()
@@ -206,85 +185,19 @@ class Supervisor:
             MAX_RESTARTS,
         )
 
-    def _give_up(self, reason: str) -> None:
-        """Wake the main thread (blocked in the toolkit) with SIGUSR1, until it is out.
 
-        Sent to the main thread itself: it may sit in a blocking waitpid() on the
-        front end, which only a signal delivered to that thread interrupts. One
-        that lands while the toolkit is still looking for the front end is
-        swallowed by its retry loop, so send again each second.
-        """
-        self.fatal = reason
-        log.error(reason)
-        main = threading.main_thread().ident
-        while not self.stopped.is_set() and main is not None:
-            signal.pthread_kill(main, signal.SIGUSR1)
-            self.stopped.wait(1.0)
-
-    def _on_fatal(self, signo, frame) -> None:
-        if self.fatal and not self.stopped.is_set():  # not once cleanup began
-            self.stopped.set()  # no further wake-up may land in the clean-up
-            raise ServerError(self.fatal)
-
-
-def drain_then(stop: Callable[[], None], inflight: Path, limit_s: float) -> threading.Thread:
-    """Call `stop` once no request has been in a worker for QUIET_S (at most limit_s)."""
-
-    def drain() -> None:
-        deadline = time.monotonic() + limit_s
-        quiet_since = time.monotonic()
-        busy = 0
-        while time.monotonic() < deadline:
-            busy = busy_count(inflight) if inflight.is_dir() else 0
-            now = time.monotonic()
-            if busy:
-                quiet_since = now
-            elif now - quiet_since >= QUIET_S:
-                break
-            time.sleep(0.05)
-        else:
-            log.warning("stopping with %d requests still running after %.0f s", busy, limit_s)
-        stop()
-
-    thread = threading.Thread(target=drain, name="drain", daemon=True)
-    thread.start()
-    return thread
-
-
-def graceful_sigterm(
-    model_server, stopped: threading.Event, inflight: Path, limit_s: float
-) -> None:
-    """On SIGTERM, finish the requests already taken, then stop MMS as the toolkit does.
-
-    The toolkit installs its own handler once it has found MMS (forward SIGTERM to
-    it, then return as when MMS dies by itself). Ours takes its place in one step,
-    so that no SIGTERM can reach the toolkit's and skip the drain: note the stop
-    (so a clean exit is told from a crash), drain, then forward.
-    """
-
-    def add_draining_handler(mms_process) -> None:
-        def forward() -> None:
-            with contextlib.suppress(OSError):
-                os.kill(mms_process.pid, signal.SIGTERM)
-
-        def on_sigterm(signo, frame) -> None:
-            if stopped.is_set():  # a second SIGTERM: stop now
-                forward()
-                return
-            stopped.set()
-            log.info("SIGTERM: finishing the requests already taken (at most %.0f s)", limit_s)
-            drain_then(forward, inflight, limit_s)
-
-        signal.signal(signal.SIGTERM, on_sigterm)
-
-    model_server._add_sigterm_handler = add_draining_handler
-
-
-def interrupt_stops(stopped: threading.Event) -> None:
-    """Ctrl-C stops the front end too: not a failure."""
-
-    def interrupted(signo, frame) -> None:
-        stopped.set()
-        signal.default_int_handler(signo, frame)
-
-    signal.signal(signal.SIGINT, interrupted)
+def drain(inflight: Path, limit_s: float, hurry: Callable[[], bool] = lambda: False) -> int:
+    """Return once no request has been in a worker for QUIET_S, at most limit_s (or as soon
+    as `hurry()`); how many requests were still running."""
+    deadline = time.monotonic() + limit_s
+    quiet_since = time.monotonic()
+    busy = 0
+    while time.monotonic() < deadline and not hurry():
+        busy = busy_count(inflight) if inflight.is_dir() else 0
+        now = time.monotonic()
+        if busy:
+            quiet_since = now
+        elif now - quiet_since >= QUIET_S:
+            return 0
+        time.sleep(0.05)
+    return busy

@@ -9,13 +9,13 @@ alone, 78 ms with 1, 84 ms each with 2 threads when two workers run at once).
 
 Each worker holds an exclusive `flock` on a file of its own while it handles a
 request; the others test those locks without blocking. The files live in a
-folder named after the server (the workers' parent process), and a lock dies
+folder the server made for its workers alone, and a lock dies
 with its process, so a restarted worker leaves nothing stuck. A stale answer
 only costs a little speed, never a wrong result.
 
-The same flags, held for a whole request in a folder the server names
-(DOGBREED_INFLIGHT_DIR), tell the server when every taken request is done:
-how it drains on SIGTERM (supervisor.py).
+The same flags, held for a whole request in a second folder, tell the server
+when every taken request is done: how it drains on SIGTERM (supervisor.py).
+Both folders are in the server's private runtime folder (mms.Runtime).
 """
 
 from __future__ import annotations
@@ -23,14 +23,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-
-
-def board_dir() -> Path:
-    """The folder the workers of one server share (their parent is the server)."""
-    return Path(tempfile.gettempdir()) / f"dogbreed-workers-{os.getppid()}"
 
 
 def busy_count(folder: Path, skip: Path | None = None) -> int:
@@ -57,8 +51,8 @@ def busy_count(folder: Path, skip: Path | None = None) -> int:
 class WorkerLoad:
     """This worker's busy flag plus a look at its siblings' flags."""
 
-    def __init__(self, folder: Path | None = None) -> None:
-        self.folder = folder or board_dir()
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
         self.folder.mkdir(mode=0o700, exist_ok=True)
         self.path = self.folder / str(os.getpid())
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -81,5 +75,3 @@ class WorkerLoad:
             self.path.unlink()
         with contextlib.suppress(OSError):
             os.close(self._fd)
-        with contextlib.suppress(OSError):  # the last worker out removes the folder
-            self.folder.rmdir()

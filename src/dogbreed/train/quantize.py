@@ -29,8 +29,8 @@ from dogbreed.core.modeldir import (
     read_metadata,
     write_json,
 )
+from dogbreed.core.onnxrt import open_session
 from dogbreed.core.preprocess import eval_input
-from dogbreed.serve.predictor import open_session
 
 log = logging.getLogger(__name__)
 CALIBRATION_IMAGES = 64

@@ -217,3 +217,177 @@ def test_one_huge_image_names_its_size_before_any_decoding(model):
     Image.new("L", (9000, 9000)).save(buf, "PNG")  # a tiny file, 81 M pixels
     with pytest.raises(ImageTooLargeError, match="9000x9000 pixels, over the limit"):
         input_fn(buf.getvalue(), "image/png")
+
+
+# ---- JSON Lines: what a Batch Transform job with SplitType Line sends ----------------------
+
+
+def jsonl(*images: bytes, **extra) -> bytes:
+    return b"".join(
+        json.dumps({"image": base64.b64encode(data).decode(), **extra}).encode() + b"\n"
+        for data in images
+    )
+
+
+def lines_answer(model, body: bytes, accept: str | None = None) -> list[dict]:
+    text, media = output_fn(predict_fn(input_fn(body, "application/jsonlines"), model), accept)
+    assert media == "application/jsonlines"
+    return [json.loads(line) for line in text.split("\n")]
+
+
+def test_json_lines_are_answered_line_for_line_in_order(model):
+    order = ["Green", "Red", "Blue", "Red", "Green"]
+    got = lines_answer(model, jsonl(*(jpeg(COLOURS[c]) for c in order)))
+    assert [a["label"] for a in got] == order
+    assert all(len(a["top_k"]) == 3 for a in got)
+
+
+def test_json_lines_records_are_run_in_bounded_chunks_in_order(model, monkeypatch):
+    """A MultiRecord request holds as many records as the payload limit allows, not
+    DOGBREED_MAX_INSTANCES: they are decoded and run a chunk at a time, order kept."""
+    monkeypatch.setenv("DOGBREED_MAX_INSTANCES", "2")
+    order = ["Blue", "Red", "Green"] * 3
+    got = lines_answer(model, jsonl(*(jpeg(COLOURS[c]) for c in order)))
+    assert [a["label"] for a in got] == order
+
+
+def test_json_lines_take_per_line_top_k_blank_lines_and_crlf(model):
+    red = base64.b64encode(jpeg(COLOURS["Red"])).decode()
+    body = f'{{"image": "{red}", "top_k": 1}}\r\n\n   \n{{"image": "{red}"}}\n\n'.encode()
+    got = lines_answer(model, body)
+    assert [len(a["top_k"]) for a in got] == [1, 3]
+
+
+def test_json_lines_answer_json_when_accept_asks_for_it(model):
+    body = jsonl(jpeg(COLOURS["Red"]), jpeg(COLOURS["Blue"]))
+    text, media = output_fn(
+        predict_fn(input_fn(body, "application/jsonlines"), model), "application/json"
+    )
+    assert media == "application/json"
+    assert [p["label"] for p in json.loads(text)["predictions"]] == ["Red", "Blue"]
+
+
+def test_a_single_image_answers_one_json_line_when_accept_asks(model):
+    text, media = output_fn(
+        predict_fn(input_fn(jpeg(COLOURS["Green"]), "image/jpeg"), model), "application/jsonlines"
+    )
+    assert media == "application/jsonlines" and "\n" not in text
+    assert json.loads(text)["label"] == "Green"
+
+
+@pytest.mark.parametrize(
+    "line3,error,status,reason",
+    [
+        (b"{not json", RequestError, 400, "malformed JSON"),
+        (b'["a list"]', RequestError, 400, "must be an object"),
+        (b'{"url": "http://example.invalid/x.jpg"}', RequestError, 400, "does not fetch URLs"),
+        (b'{"image": "***"}', RequestError, 400, "not valid base64"),
+        (b'{"image": "aGVsbG8="}', ImageError, 400, "cannot decode image"),
+        (b'{"image": "aGVsbG8=", "top_k": 0}', RequestError, 400, "top_k"),
+    ],
+)
+def test_one_bad_record_fails_the_request_naming_its_line(model, line3, error, status, reason):
+    """Any failed invocation fails a transform job: the answer says which line and why."""
+    good = jsonl(jpeg(COLOURS["Red"]))
+    body = good + good + line3 + b"\n" + good
+    with pytest.raises(error, match=rf"^line 3: .*{reason}") as info:
+        predict_fn(input_fn(body, "application/jsonlines"), model)
+    assert http_status(info.value) == status
+
+
+def test_a_record_that_fails_to_decode_late_is_named_too(model):
+    """A file whose header reads but whose data does not: found while decoding, still named."""
+    data = jpeg(COLOURS["Red"], size=(640, 480))
+    truncated = data[: len(data) // 3]
+    body = jsonl(jpeg(COLOURS["Blue"]), truncated)
+    try:
+        predict_fn(input_fn(body, "application/jsonlines"), model)
+    except ImageError as exc:
+        assert str(exc).startswith("line 2: ")
+    # (Pillow may also fill a truncated JPEG in: an answer for both lines is fine.)
+
+
+def test_a_json_lines_record_over_the_pixel_limit_is_413_with_its_line(model, monkeypatch):
+    monkeypatch.setenv("DOGBREED_MAX_PIXELS", "1000")
+    body = jsonl(jpeg(COLOURS["Red"], size=(20, 20)), jpeg(COLOURS["Red"]))
+    with pytest.raises(ImageTooLargeError, match=r"^line 2: ") as info:
+        input_fn(body, "application/jsonlines")
+    assert http_status(info.value) == 413
+
+
+def test_an_empty_json_lines_body_is_a_client_error(model):
+    for body in (b"", b"\n\n", b"  \r\n"):
+        with pytest.raises(RequestError, match="no records"):
+            input_fn(body, "application/jsonlines")
+
+
+def test_the_payload_limit_holds_for_json_lines(monkeypatch):
+    monkeypatch.setenv("DOGBREED_MAX_PAYLOAD_MB", "0.001")
+    with pytest.raises(PayloadTooLargeError):
+        input_fn(jsonl(jpeg(COLOURS["Red"])), "application/jsonlines")
+
+
+def test_a_batch_transform_jobs_payload_limit_is_the_request_limit(monkeypatch):
+    """SAGEMAKER_MAX_PAYLOAD_IN_MB (the job's MaxPayloadInMB) wins over our 6 MB default."""
+    monkeypatch.delenv("DOGBREED_MAX_PAYLOAD_MB", raising=False)
+    monkeypatch.setenv("SAGEMAKER_MAX_PAYLOAD_IN_MB", "20")
+    big = jpeg(COLOURS["Red"]) + b"\0" * (7 * 1024 * 1024)  # 7 MB: over 6, under 20
+    assert input_fn(big, "image/jpeg").batch.shape == (1, 3, 224, 224)
+    monkeypatch.setenv("SAGEMAKER_MAX_PAYLOAD_IN_MB", "6")
+    with pytest.raises(PayloadTooLargeError):
+        input_fn(big, "image/jpeg")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    body=st.one_of(
+        st.binary(max_size=400),
+        st.lists(
+            st.one_of(
+                json_values.map(lambda v: json.dumps(v).encode()),
+                st.dictionaries(
+                    st.sampled_from(["image", "top_k", "url"]),
+                    st.one_of(
+                        json_values,
+                        st.binary(max_size=30).map(lambda b: base64.b64encode(b).decode()),
+                    ),
+                    max_size=3,
+                ).map(lambda d: json.dumps(d).encode()),
+                st.binary(max_size=40),
+            ),
+            max_size=5,
+        ).map(b"\n".join),
+    )
+)
+def test_json_lines_parser_raises_only_our_errors_for_any_bytes(body):
+    from dogbreed.serve.codec import parse_json_lines
+
+    try:
+        records = parse_json_lines(body, 5)
+    except RequestError:
+        return
+    assert records and all(r.line >= 1 and r.top_k >= 1 for r in records)
+    numbers = [r.line for r in records]
+    assert numbers == sorted(set(numbers))
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    name=st.sampled_from(sorted(ENCODED)),
+    cut=st.floats(0, 1),
+    noise=st.binary(max_size=60),
+    position=st.integers(0, 3),
+)
+def test_any_json_lines_body_is_an_answer_or_a_client_error(model, name, cut, noise, position):
+    data = ENCODED[name][: max(1, int(len(ENCODED[name]) * cut))]
+    lines = [jsonl(jpeg(COLOURS["Red"])).rstrip(b"\n")] * 3
+    lines.insert(position, jsonl(data).rstrip(b"\n") if position % 2 else noise)
+    try:
+        got = predict_fn(input_fn(b"\n".join(lines), "application/jsonlines"), model)
+    except DogbreedError as exc:
+        assert 400 <= http_status(exc) < 500, exc
+        assert str(exc).startswith(("line ", "no records")), exc
+    else:
+        assert len(got) >= 3

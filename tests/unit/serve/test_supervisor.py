@@ -10,11 +10,12 @@ import threading
 import time
 from types import SimpleNamespace
 
+import psutil
 import pytest
 
-from dogbreed.core.errors import ServerError
 from dogbreed.serve import supervisor
-from dogbreed.serve.supervisor import MAX_RESTARTS, BackendSpec, Supervisor, Tree, drain_then
+from dogbreed.serve.server import StopRequests
+from dogbreed.serve.supervisor import MAX_RESTARTS, BackendSpec, Supervisor, Tree, drain
 from dogbreed.serve.worker_load import WorkerLoad
 
 JAVA = SimpleNamespace(pid=10)
@@ -23,7 +24,7 @@ PARENT = SimpleNamespace(pid=11)
 
 @pytest.fixture
 def watch(monkeypatch) -> Supervisor:
-    sup = Supervisor(threading.Event(), worker_timeout_s=20)
+    sup = Supervisor(worker_timeout_s=20)
     sup.spec = BackendSpec(["python", "worker.py"], {}, "/")
     starts = iter(range(1000, 2000))
     monkeypatch.setattr(BackendSpec, "start", lambda self: next(starts))
@@ -74,7 +75,7 @@ def test_no_worker_ever_is_fatal_after_the_start_allowance(watch):
 
 def test_no_restart_once_the_stop_began(watch):
     watch.check(Tree(JAVA, PARENT, 2), 0)
-    watch.stopped.set()
+    watch.stopping = True
     watch.check(Tree(JAVA, None, 0), 1)
     assert not watch.restarts
 
@@ -87,82 +88,95 @@ def hold_flag(folder, release: threading.Event, held: threading.Event) -> None:
         release.wait(10)
 
 
-def test_drain_waits_for_requests_in_flight_then_stops(tmp_path):
-    release, held, stopped_at = threading.Event(), threading.Event(), []
+def drain_in_thread(folder, limit_s: float, hurry=lambda: False) -> list[float]:
+    """Run drain() beside the test; the list gets the seconds it took once it returns."""
+    took: list[float] = []
+    t0 = time.monotonic()
+    threading.Thread(
+        target=lambda: (
+            drain(folder, limit_s, hurry) is not None and took.append(time.monotonic() - t0)
+        ),
+        daemon=True,
+    ).start()
+    return took
+
+
+def wait_for(took: list[float], timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not took and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_drain_waits_for_requests_in_flight_then_returns(tmp_path):
+    release, held = threading.Event(), threading.Event()
     worker = threading.Thread(target=hold_flag, args=(tmp_path, release, held))
     worker.start()
     held.wait(5)
-    t0 = time.monotonic()
-    drain = drain_then(lambda: stopped_at.append(time.monotonic()), tmp_path, limit_s=10)
+    took = drain_in_thread(tmp_path, limit_s=10)
     time.sleep(0.6)
-    assert not stopped_at  # a request is still running
+    assert not took  # a request is still running
     release.set()
-    drain.join(5)
+    wait_for(took)
     worker.join(5)
-    assert stopped_at and 0.6 < stopped_at[0] - t0 < 3
+    assert took and 0.6 < took[0] < 3
 
 
-def test_drain_is_bounded(tmp_path):
-    release, held, stopped = threading.Event(), threading.Event(), []
+def test_drain_is_bounded_and_says_how_many_are_left(tmp_path):
+    release, held = threading.Event(), threading.Event()
     threading.Thread(target=hold_flag, args=(tmp_path, release, held), daemon=True).start()
     held.wait(5)
     t0 = time.monotonic()
-    drain_then(lambda: stopped.append(time.monotonic() - t0), tmp_path, limit_s=0.5).join(5)
+    assert drain(tmp_path, limit_s=0.5) == 1
     release.set()
-    assert stopped and 0.5 <= stopped[0] < 2
+    assert 0.5 <= time.monotonic() - t0 < 2
 
 
-def test_drain_with_nothing_in_flight_stops_at_once(tmp_path):
-    stopped = []
-    drain_then(lambda: stopped.append(1), tmp_path / "none-yet", limit_s=10).join(5)
-    assert stopped == [1]
+def test_a_second_sigterm_cuts_the_drain_short(tmp_path):
+    release, held = threading.Event(), threading.Event()
+    threading.Thread(target=hold_flag, args=(tmp_path, release, held), daemon=True).start()
+    held.wait(5)
+    t0 = time.monotonic()
+    assert drain(tmp_path, limit_s=10, hurry=lambda: time.monotonic() - t0 > 0.3) == 1
+    release.set()
+    assert time.monotonic() - t0 < 2
 
 
-def test_the_backend_is_found_among_our_children():
-    tree = supervisor.look()  # the test process has no model server below it
-    assert tree == Tree(None, None, 0)
+def test_drain_with_nothing_in_flight_returns_after_the_quiet_period(tmp_path):
+    t0 = time.monotonic()
+    assert drain(tmp_path / "none-yet", limit_s=10) == 0
+    assert supervisor.QUIET_S <= time.monotonic() - t0 < supervisor.QUIET_S + 1
 
 
-def test_the_front_end_is_found_among_our_children_within_a_poll():
-    # A stand-in whose command line names the front end's main class, as Java's does.
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(30)", supervisor.FRONT_END_MAIN]
-    )
+def test_the_tree_below_a_process_without_a_server_is_empty():
+    assert supervisor.look(None) == Tree(None, None, 0)
+
+
+def test_a_front_end_that_exited_counts_as_gone_while_a_zombie():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        t0 = time.monotonic()
-        assert supervisor.find_front_end(timeout_s=10, poll_s=0.05).pid == child.pid
-        assert time.monotonic() - t0 < 5
+        java = psutil.Process(child.pid)
+        assert supervisor.look(java).front_end == java
+        child.kill()
+        deadline = time.monotonic() + 5
+        while java.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert supervisor.look(java).front_end is None  # not yet reaped, already gone
     finally:
         child.kill()
         child.wait()
 
 
-def test_no_front_end_is_one_clear_error():
-    with pytest.raises(ServerError, match="did not start within 0 s"):
-        supervisor.find_front_end(timeout_s=0.2, poll_s=0.05)
-
-
-def test_sigterm_drains_then_forwards_to_the_front_end_in_place_of_the_toolkit(tmp_path):
-    release, held = threading.Event(), threading.Event()
-    worker = threading.Thread(target=hold_flag, args=(tmp_path, release, held))
-    worker.start()
-    held.wait(5)
-    front_end = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    toolkit = SimpleNamespace(_add_sigterm_handler=None)
-    stopped = threading.Event()
+def test_sigterm_is_only_counted_the_main_loop_acts_on_it():
+    """Installed before Java starts: a SIGTERM at any moment is seen, none kills us outright."""
     previous = signal.getsignal(signal.SIGTERM)
+    stops = StopRequests()
     try:
-        supervisor.graceful_sigterm(toolkit, stopped, tmp_path, limit_s=10)
-        toolkit._add_sigterm_handler(front_end)  # what the toolkit calls once it found MMS
-        os.kill(os.getpid(), signal.SIGTERM)  # runs our handler, here on the main thread
-        assert stopped.is_set()
-        time.sleep(0.5)
-        assert front_end.poll() is None  # a request is still in a worker
-        release.set()
-        assert front_end.wait(timeout=10) == -signal.SIGTERM
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while stops.count < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stops.count == 2
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        release.set()
-        worker.join(5)
-        front_end.kill()
-        front_end.wait()
+        stops.restore()
+    assert signal.getsignal(signal.SIGTERM) == previous

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dogbreed.core.serve_settings import ServeSettings
 from dogbreed.serve.codec import crowded_threads, model_fn
 from dogbreed.serve.worker_load import WorkerLoad
 
@@ -74,20 +75,17 @@ def test_busy_siblings_are_seen_and_released(tmp_path):
     [("1", 2, None, None), ("2", 2, None, 1), ("2", 8, None, 4), ("4", 2, None, 1),
      ("2", 1, None, None), ("2", 2, "0", None)],
 )  # fmt: skip
-def test_crowded_threads(monkeypatch, workers, threads, share, expected):
-    monkeypatch.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", workers)
-    if share is None:
-        monkeypatch.delenv("DOGBREED_SHARE_CORES", raising=False)
-    else:
-        monkeypatch.setenv("DOGBREED_SHARE_CORES", share)
-    assert crowded_threads(threads) == expected
+def test_crowded_threads(workers, threads, share, expected):
+    env = {"SAGEMAKER_MODEL_SERVER_WORKERS": workers}
+    if share is not None:
+        env["DOGBREED_SHARE_CORES"] = share
+    assert crowded_threads(threads, ServeSettings.read(env)) == expected
 
 
-def test_crowded_worker_answers_the_same(tiny_model_dir, monkeypatch):
+def test_crowded_worker_answers_the_same(tiny_model_dir, monkeypatch, tmp_path):
     """With siblings busy the worker runs its one-thread session, and only then: same answers."""
-    monkeypatch.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", "2")
-    monkeypatch.setenv("DOGBREED_ORT_THREADS", "2")
-    model = model_fn(tiny_model_dir)
+    opts = ServeSettings.read({"DOGBREED_ORT_THREADS": "2"}, workers=2)
+    model = model_fn(tiny_model_dir, opts, running=tmp_path)
     used = []
     run = model._run
     monkeypatch.setattr(
