@@ -35,7 +35,7 @@ def test_layout_like_dog_images():
 def test_a_folder_with_an_earlier_set_is_refused_unless_replaced(tmp_path):
     """Five old classes must not silently join a new two-class set."""
     synthesize(tmp_path, classes=5, per_class=4, seed=0)
-    with pytest.raises(ConfigError, match="already holds a data set.*--replace"):
+    with pytest.raises(ConfigError, match=r"already holds a data set.*--replace"):
         synthesize(tmp_path, classes=2, per_class=4, seed=0)
     assert len(list((tmp_path / "train").iterdir())) == 5  # left as it was
     synthesize(tmp_path, classes=2, per_class=4, seed=0, replace=True)
