@@ -38,7 +38,7 @@ PLATFORM_VARIABLES = {
 }
 # Training settings whose section is still to be written (a heading waits for each):
 # remove a name here once its flag is documented.
-PENDING_SETTINGS = {"feature-bank", "views"}
+PENDING_SETTINGS: set[str] = set()
 
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 VARIABLE = re.compile(r"\b(?:DOGBREED|SAGEMAKER|SM)_[A-Z0-9_]*[A-Z0-9]\b")

@@ -383,6 +383,19 @@ SETTINGS: dict[str, Setting] = {
     "max-bad-fraction": Setting(
         _fraction, 0.05, "fail when more than this share of images cannot be decoded"
     ),
+    "feature-bank": Setting(
+        _choice("auto", "on", "off"),
+        "auto",
+        "frozen backbone: encode every image once (training images in --views augmented "
+        "views) and train the head from those features on the device; auto: on whenever "
+        "the backbone is frozen; off: run every image through the backbone every epoch",
+    ),
+    "views": Setting(
+        _positive_int,
+        2,
+        "feature bank: augmented views (random resized crop + flip) encoded per training "
+        "image; each epoch draws one of them per image",
+    ),
 }
 PATH_SETTINGS = ("data", "model-dir", "output-dir", "checkpoint-dir")
 

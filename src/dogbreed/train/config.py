@@ -57,6 +57,8 @@ class TrainConfig:
     seed: int
     patience: int
     max_bad_fraction: float
+    feature_bank: str  # auto, on or off (train.feature_bank)
+    views: int  # feature bank: augmented views per training image
     sagemaker: bool
 
     def to_json(self) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from torchvision import transforms
 from dogbreed.core.errors import DataError, ImageError
 from dogbreed.core.preprocess import CROP, eval_input, normalize, open_image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# The formats the endpoint takes (core/imagecheck.py): a model trained on what it serves.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 
 def display_label(folder: str) -> str:

@@ -176,18 +176,36 @@ def _header(data: bytes, max_pixels: int) -> tuple[str, str, tuple[int, int], in
 
 
 class EncodedBatch(NamedTuple):
-    data: list[torch.Tensor]
+    """A batch as it crosses from a loader worker: every payload packed end to end in one
+    uint8 tensor (one shared-memory block and one pinned copy per batch, not one per image)."""
+
+    packed: torch.Tensor  # (total bytes,) uint8: the payloads one after another
+    shapes: list[tuple[int, ...]]  # each payload's shape: (bytes,) a JPEG, (H, W, 3) pixels
     targets: torch.Tensor  # (N,) int64
     orientations: list[int]
     boxes: list[tuple[int, int, int, int]]
     flips: torch.Tensor  # (N,) bool
     dropped: int  # unreadable files left out of this batch
 
+    @property
+    def data(self) -> list[torch.Tensor]:
+        """The payloads as views into `packed`, each in its own shape."""
+        views, offset = [], 0
+        for shape in self.shapes:
+            n = math.prod(shape)
+            views.append(self.packed[offset : offset + n].view(shape))
+            offset += n
+        return views
+
 
 def collate_encoded(batch: list[Encoded | None]) -> EncodedBatch:
     good = [s for s in batch if s is not None]
+    packed = (
+        torch.cat([s.data.reshape(-1) for s in good]) if good else torch.empty(0, dtype=torch.uint8)
+    )
     return EncodedBatch(
-        data=[s.data for s in good],
+        packed=packed,
+        shapes=[tuple(s.data.shape) for s in good],
         targets=torch.tensor([s.target for s in good], dtype=torch.long),
         orientations=[s.orientation for s in good],
         boxes=[s.box for s in good],
@@ -227,25 +245,26 @@ def _decode_jpegs(data: list[torch.Tensor], device: torch.device) -> list[torch.
 def decode(batch: EncodedBatch, device: torch.device) -> tuple[list[torch.Tensor | None], int]:
     """Upright uint8 (3, H, W) images on the device (None: undecodable), and how many
     JPEGs had to be decoded on the CPU because the device decoder refused them."""
-    images: list[torch.Tensor | None] = [None] * len(batch.data)
-    jpegs = [i for i, d in enumerate(batch.data) if d.dim() == 1]
-    for i, d in enumerate(batch.data):
+    data = batch.data  # views into the one packed tensor
+    images: list[torch.Tensor | None] = [None] * len(data)
+    jpegs = [i for i, d in enumerate(data) if d.dim() == 1]
+    for i, d in enumerate(data):
         if d.dim() == 3:  # decoded by the worker
             images[i] = _to_chw(d, device)
     refused = 0
     if jpegs:
         try:
             decoded: list[torch.Tensor | None] = list(
-                _decode_jpegs([batch.data[i] for i in jpegs], device)
+                _decode_jpegs([data[i] for i in jpegs], device)
             )
         except RuntimeError:  # one bad file fails the whole batch: retry one by one
             decoded = []
             for i in jpegs:
                 try:
-                    decoded.append(_decode_jpegs([batch.data[i]], device)[0])
+                    decoded.append(_decode_jpegs([data[i]], device)[0])
                 except RuntimeError:
                     refused += 1
-                    decoded.append(_cpu_decode(batch.data[i], device))
+                    decoded.append(_cpu_decode(data[i], device))
         for i, img in zip(jpegs, decoded, strict=True):
             images[i] = None if img is None else orient(img, batch.orientations[i])
     return images, refused
@@ -320,7 +339,7 @@ def prepare(
     images, refused = decode(batch, device)
     keep = [i for i, img in enumerate(images) if img is not None]
     dropped = batch.dropped + len(images) - len(keep)
-    cpu_decoded = refused + sum(1 for d in batch.data if d.dim() == 3)
+    cpu_decoded = refused + sum(1 for shape in batch.shapes if len(shape) == 3)
     if not keep:
         empty = torch.empty((0, 3, CROP, CROP), device=device)
         return empty, torch.empty(0, dtype=torch.long, device=device), dropped, cpu_decoded

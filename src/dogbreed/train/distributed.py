@@ -87,6 +87,22 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
+def long_barrier(d: Dist) -> None:
+    """Wait for every rank under DOGBREED_FINAL_WAIT_S: for a step that is long on
+    purpose and uneven between ranks (one encodes a feature bank the others loaded)."""
+    if d.enabled:
+        dist.barrier(group=d.final_group)
+
+
+def all_max_int(d: Dist, value: int) -> int:
+    """The largest of the ranks' values (on the gloo group: no device tensor needed)."""
+    if not d.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=d.final_group)
+    return int(t.item())
+
+
 def final_barrier(d: Dist) -> None:
     """Wait for rank 0's outputs (export, int8 calibration: minutes on a large model)
     under DOGBREED_FINAL_WAIT_S, not the collective timeout that catches dead peers."""

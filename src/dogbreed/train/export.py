@@ -73,9 +73,12 @@ def check_onnx(model: Classifier, path: Path, batch: int = 3) -> float:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
     diff = float(np.abs(got - expected).max())
-    if diff > ONNX_TOLERANCE:
+    # fp32 rounding grows with the logits' size (a random frozen backbone gives logits in
+    # the hundreds): the tolerance is relative to the largest logit, absolute below 1.
+    tolerance = ONNX_TOLERANCE * max(1.0, float(np.abs(expected).max()))
+    if diff > tolerance:
         raise ModelError(
-            f"exported ONNX model differs from torch by {diff:.2e} (tolerance {ONNX_TOLERANCE:.0e})"
+            f"exported ONNX model differs from torch by {diff:.2e} (tolerance {tolerance:.1e})"
         )
     log.info("onnx export verified: max |onnx - torch| = %.2e", diff)
     return diff

@@ -18,6 +18,7 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,8 @@ CPU_BATCH_SIZE = 32
 GPU_BATCH_SIZE = 256
 BASE_LR = 1e-3
 BASE_BATCH = 32
+# The progress bar reads the loss (a host-device sync) once per this many steps.
+PROGRESS_EVERY = 20
 
 
 @dataclass(frozen=True)
@@ -237,7 +240,8 @@ def train_one_epoch(
 ) -> tuple[float, int, int, float]:
     """(mean loss, images used, images dropped, seconds), summed over ranks."""
     model.train()
-    # Summed on the device: no host sync per batch (the bar's loss.item() aside).
+    # Summed on the device: no host sync per batch (the bar's loss.item() every
+    # PROGRESS_EVERY steps aside, and only on a terminal).
     totals = torch.zeros(3, dtype=torch.float64, device=rt.device)  # loss sum, images, dropped
     start = time.perf_counter()
     bar = tqdm(
@@ -248,7 +252,8 @@ def train_one_epoch(
         leave=False,
         dynamic_ncols=True,
     )
-    for images, targets, dropped in bar:
+    shown = show_progress(rt.dist)
+    for step, (images, targets, dropped) in enumerate(bar):
         totals[2] += dropped
         if len(targets) == 0:  # every image of the batch unreadable
             continue
@@ -257,7 +262,8 @@ def train_one_epoch(
         loss = train_step(model, images, targets, optimizer, rt)
         totals[0] += loss.detach().double() * len(targets)
         totals[1] += len(targets)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if shown and step % PROGRESS_EVERY == 0:  # .item() waits for the device
+            bar.set_postfix(loss=f"{loss.item():.3f}")
     # The slowest rank sets the pace of a synchronous run.
     seconds = distributed.all_max(rt.dist, time.perf_counter() - start)
     loss_sum, images_used, dropped_total = distributed.all_sum(rt.dist, totals).tolist()
@@ -268,17 +274,35 @@ def train_one_epoch(
 def evaluate(rt: Runtime, model: nn.Module, loader: Loader, classes: int) -> EvalResult:
     """Loss, accuracy and confusion matrix over the loader's images, all ranks together."""
     model.eval()
+
+    def batches() -> Iterator[tuple[torch.Tensor | None, torch.Tensor | None, int]]:
+        for images, targets, dropped in loader:
+            if len(targets) == 0:
+                yield None, None, dropped
+                continue
+            images = to_device(images, rt.device, rt.cfg.channels_last)
+            with autocast(rt.device, rt.cfg.precision):
+                logits = model(images).float()  # (N, C), fp32 for the loss and argmax
+            yield logits, targets.to(rt.device, non_blocking=True), dropped
+
+    return score(rt, batches(), classes)
+
+
+@torch.no_grad()
+def score(
+    rt: Runtime,
+    batches: Iterable[tuple[torch.Tensor | None, torch.Tensor | None, int]],
+    classes: int,
+) -> EvalResult:
+    """EvalResult of (logits (N, C) fp32 or None, targets (N,), dropped) batches, summed
+    over ranks: the one scoring of every evaluation, from images or from stored features."""
     criterion = nn.CrossEntropyLoss(reduction="sum")
     confusion = torch.zeros(classes, classes, dtype=torch.float64, device=rt.device)  # (C, C)
     totals = torch.zeros(2, dtype=torch.float64, device=rt.device)  # loss sum, dropped
-    for images, targets, dropped in loader:
+    for logits, targets, dropped in batches:
         totals[1] += dropped
-        if len(targets) == 0:
+        if logits is None or targets is None:
             continue
-        images = to_device(images, rt.device, rt.cfg.channels_last)
-        targets = targets.to(rt.device, non_blocking=True)
-        with autocast(rt.device, rt.cfg.precision):
-            logits = model(images).float()  # (N, C), fp32 for the loss and argmax
         totals[0] += criterion(logits, targets).double()
         preds = logits.argmax(dim=1)  # (N,)
         # confusion[true, predicted] += 1 for each image, repeated pairs included.

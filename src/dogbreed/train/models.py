@@ -43,14 +43,16 @@ class Classifier(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled features (N, F) of images (N, 3, H, W)."""
         if self.frozen:
             # No activations kept for a backbone that gets no gradient.
             with torch.no_grad():
                 fast = self._fast_backbone
-                features = (fast if fast is not None else self.backbone)(x)
-        else:
-            features = self.backbone(x)
-        return self.head(features)
+                return (fast if fast is not None else self.backbone)(x)
+        return self.backbone(x)
 
     def speed_up_frozen_backbone(
         self, device: torch.device, bf16: bool = False, compile: bool = False
@@ -162,14 +164,20 @@ def available_archs() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def _strip_last_linear(model: nn.Module) -> int:
-    """Replace the model's last nn.Linear by Identity; return its in_features."""
+def _last_linear(model: nn.Module) -> str:
+    """The name of the model's last nn.Linear: its classifier."""
     last = None
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear):
             last = name
     if last is None:
         raise ModelError("backbone has no Linear classifier to replace")
+    return last
+
+
+def _strip_last_linear(model: nn.Module) -> int:
+    """Replace the model's last nn.Linear by Identity; return its in_features."""
+    last = _last_linear(model)
     parent_name, _, child = last.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     features = getattr(parent, child).in_features
@@ -199,13 +207,15 @@ def _load_backbone_file(model: nn.Module, path: Path) -> None:
         state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     own = model.state_dict()
     kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in kept]
+    # The classifier is replaced anyway: a dogbreed model.pth has none (Identity there).
+    classifier = _last_linear(model) + "."
+    missing = [k for k in own if k not in kept and not k.startswith(classifier)]
     if missing:
         raise ModelError(
             f"weights file {path} does not fit this backbone: {len(missing)} tensors missing "
             f"or of another shape (first: {missing[0]}); check --arch"
         )
-    model.load_state_dict(kept)
+    model.load_state_dict(kept, strict=False)  # strict but for the classifier, checked above
 
 
 def build_model(arch: str, classes: int, weights: str = "none", frozen: bool = True) -> Classifier:
@@ -221,8 +231,9 @@ def build_model(arch: str, classes: int, weights: str = "none", frozen: bool = T
     except (urllib.error.URLError, OSError, RuntimeError) as exc:
         raise ModelError(
             f"cannot download ImageNet weights for {arch} ({exc.__class__.__name__}: "
-            f"{str(exc)[:120]}); with no network, pass --weights FILE (a local copy of "
-            "the torchvision weights) or --weights none"
+            f"{str(exc)[:120]}); with no network, give a local copy of the torchvision "
+            "weights or none: --weights FILE|none (the hyperparameter 'weights'; "
+            "dogbreed local train --hp weights=none)"
         ) from None
     if weights not in ("imagenet", "none"):
         _load_backbone_file(backbone, Path(weights))

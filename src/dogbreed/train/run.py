@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,11 +29,12 @@ from dogbreed.core.modeldir import (
     RESOURCES_PLOT,
     write_json,
 )
-from dogbreed.train import checkpoint, distributed
+from dogbreed.train import checkpoint, distributed, feature_bank
 from dogbreed.train.config import TrainConfig
 from dogbreed.train.data import Splits, display_label, load_splits
 from dogbreed.train.distributed import Dist
 from dogbreed.train.export import write_model_dir
+from dogbreed.train.feature_bank import FeatureBank
 from dogbreed.train.loop import (
     Epoch,
     Loader,
@@ -71,8 +73,15 @@ class RunContext:
     splits: Splits
     workers: int  # loader worker processes
     frozen: bool  # backbone frozen: only the head trains
-    wrapped: nn.Module | None = None  # what trains: the model, DDP-wrapped and/or compiled
+    wrapped: nn.Module | None = None  # what trains: the model (the head alone from a
+    # feature bank), DDP-wrapped and/or compiled
+    bank: FeatureBank | None = None  # frozen backbone: its features, computed once
     state: RunState = field(default_factory=RunState)
+    # Wall seconds by phase (encode, train, evaluate, export, int8), logged at the end.
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, phase: str) -> contextlib.AbstractContextManager:
+        return _Timer(self.seconds, phase)
 
     @property
     def cfg(self) -> TrainConfig:
@@ -100,9 +109,26 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         distributed.teardown(d)
 
 
+class _Timer(contextlib.ContextDecorator):
+    """Adds the wall time of a `with` block to seconds[phase]."""
+
+    def __init__(self, seconds: dict[str, float], phase: str) -> None:
+        self.seconds, self.phase = seconds, phase
+
+    def __enter__(self) -> _Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        spent = time.perf_counter() - self.start
+        self.seconds[self.phase] = self.seconds.get(self.phase, 0.0) + spent
+
+
 def _run(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
     ctx = _prepare(cfg, d)
-    valid_loader = make_loader(ctx.rt, ctx.splits.valid, False, ctx.workers)
+    valid_loader = None
+    if ctx.bank is None:
+        valid_loader = make_loader(ctx.rt, ctx.splits.valid, False, ctx.workers)
     with ResourceMonitor() if d.is_main else contextlib.nullcontext() as monitor:
         _train_epochs(ctx, valid_loader)
         _load_best(ctx)
@@ -112,6 +138,7 @@ def _run(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
     )
     if d.is_main:
         _write_outputs(ctx, results, monitor)
+        log.info("phase_seconds %s", metric_line({k: round(v, 2) for k, v in ctx.seconds.items()}))
     distributed.final_barrier(d)
     return results
 
@@ -147,6 +174,10 @@ def _prepare(cfg: TrainConfig, d: Dist) -> RunContext:
         for path in (cfg.model_dir, cfg.output_dir, cfg.checkpoint_dir):
             path.mkdir(parents=True, exist_ok=True)
         write_json(cfg.output_dir / CONFIG_REPORT, cfg.to_json())
+    if feature_bank.wanted(cfg.feature_bank, frozen):
+        with ctx.timed("encode"):
+            ctx.bank = feature_bank.load_or_build(ctx.rt, model, splits, ctx.workers)
+        model.drop_fast_backbone()  # the backbone's work is done: free its inference copy
     ctx.wrapped = _wrap(ctx)
     return ctx
 
@@ -155,7 +186,8 @@ def _announce(ctx: RunContext) -> None:
     cfg, splits = ctx.cfg, ctx.splits
     log.info(
         "training %s (%s backbone) on %d classes: %d train / %d valid / %d test images, "
-        "device %s, world size %d, batch %d, lr %.3g, %s, %s pipeline, %d loader workers",
+        "device %s, world size %d, batch %d, lr %.3g, %s, %s pipeline, loader workers %d, "
+        "feature bank %s",
         cfg.arch,
         "frozen" if ctx.frozen else "trained",
         len(splits.classes),
@@ -169,15 +201,17 @@ def _announce(ctx: RunContext) -> None:
         cfg.precision,
         cfg.pipeline,
         ctx.workers,
+        f"on ({cfg.views} views)" if feature_bank.wanted(cfg.feature_bank, ctx.frozen) else "off",
     )
 
 
 def _wrap(ctx: RunContext) -> nn.Module:
-    """The module that trains: DDP across ranks, compiled with --compile."""
-    wrapped: nn.Module = ctx.model
+    """The module that trains: DDP across ranks, compiled with --compile; from a
+    feature bank only the head trains, so only the head is wrapped."""
+    wrapped: nn.Module = ctx.model.head if ctx.bank is not None else ctx.model
     if ctx.dist.enabled:
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        wrapped = DistributedDataParallel(ctx.model, device_ids=device_ids)
+        wrapped = DistributedDataParallel(wrapped, device_ids=device_ids)
     if ctx.cfg.compile and not ctx.frozen:  # a frozen one compiled its backbone already
         wrapped = torch.compile(wrapped)
     return wrapped
@@ -239,7 +273,7 @@ def _load_best(ctx: RunContext) -> None:
 # --- Epochs ---------------------------------------------------------------------------
 
 
-def _train_epochs(ctx: RunContext, valid_loader: Loader) -> None:
+def _train_epochs(ctx: RunContext, valid_loader: Loader | None) -> None:
     """Epochs from the one after the last finished, until --epochs or early stop."""
     while ctx.state.epoch < ctx.cfg.epochs:
         if ctx.cfg.patience and ctx.state.since_best >= ctx.cfg.patience:
@@ -255,17 +289,35 @@ def _train_epochs(ctx: RunContext, valid_loader: Loader) -> None:
         check_bad_share(ctx.state, ctx.cfg.max_bad_fraction)
 
 
-def _one_epoch(ctx: RunContext, number: int, valid_loader: Loader) -> Epoch:
+def _one_epoch(ctx: RunContext, number: int, valid_loader: Loader | None) -> Epoch:
     """Train one epoch, step the schedule, validate."""
+    if ctx.bank is not None:
+        return _one_bank_epoch(ctx, ctx.bank, number)
     rt = ctx.rt
-    loader = make_loader(rt, ctx.splits.train, True, ctx.workers, number)
-    loss, images, dropped, seconds = train_one_epoch(rt, ctx.wrapped, loader, ctx.optimizer, number)
+    with ctx.timed("train"):
+        loader = make_loader(rt, ctx.splits.train, True, ctx.workers, number)
+        loss, images, dropped, seconds = train_one_epoch(
+            rt, ctx.wrapped, loader, ctx.optimizer, number
+        )
     # Only the device pipeline's loader counts CPU decodes; a plain DataLoader has none.
     cpu_decoded = torch.tensor([getattr(loader, "cpu_decoded", 0)], device=rt.device)
     cpu_decoded = int(distributed.all_sum(rt.dist, cpu_decoded))
     ctx.scheduler.step()
-    val = evaluate(rt, ctx.wrapped, valid_loader, len(ctx.classes))
+    with ctx.timed("evaluate"):
+        val = evaluate(rt, ctx.wrapped, valid_loader, len(ctx.classes))
     return Epoch(number, loss, images, dropped, cpu_decoded, seconds, val)
+
+
+def _one_bank_epoch(ctx: RunContext, bank: FeatureBank, number: int) -> Epoch:
+    """The same epoch from stored features: the head steps, the schedule, validation."""
+    with ctx.timed("train"):
+        loss, images, dropped, seconds = feature_bank.train_epoch(
+            ctx.rt, ctx.wrapped, bank, ctx.optimizer, number
+        )
+    ctx.scheduler.step()
+    with ctx.timed("evaluate"):
+        val = feature_bank.evaluate(ctx.rt, ctx.model.head, bank.valid, len(ctx.classes))
+    return Epoch(number, loss, images, dropped, 0, seconds, val)
 
 
 def _report(ctx: RunContext, epoch: Epoch) -> None:
@@ -294,8 +346,14 @@ def _test(ctx: RunContext) -> dict[str, Any]:
         "skipped_images": state.history[-1]["skipped_images"] if state.history else 0,
     }
     if ctx.splits.test:
-        test_loader = make_loader(ctx.rt, ctx.splits.test, False, ctx.workers)
-        test = evaluate(ctx.rt, ctx.model, test_loader, len(ctx.classes))
+        with ctx.timed("evaluate"):
+            if ctx.bank is not None and ctx.bank.test is not None:
+                test = feature_bank.evaluate(
+                    ctx.rt, ctx.model.head, ctx.bank.test, len(ctx.classes)
+                )
+            else:
+                test_loader = make_loader(ctx.rt, ctx.splits.test, False, ctx.workers)
+                test = evaluate(ctx.rt, ctx.model, test_loader, len(ctx.classes))
         results.update(test_loss=test.loss, test_acc=test.acc, test_images=test.images)
         results["confusion"] = test.confusion
         if ctx.dist.is_main:
@@ -311,9 +369,14 @@ def _write_outputs(
     _write_reports(ctx, results, confusion, monitor)
     cfg = ctx.cfg
     summary = {k: v for k, v in results.items() if k != "history"}
-    write_model_dir(ctx.model.cpu(), cfg.model_dir, ctx.classes, cfg.arch, summary, cfg.to_json())
+    with ctx.timed("export"):
+        model = ctx.model.cpu()
+        write_model_dir(model, cfg.model_dir, ctx.classes, cfg.arch, summary, cfg.to_json())
     if cfg.int8:
-        export_int8(cfg.model_dir, ctx.splits.train, ctx.splits.valid, cfg.int8_max_drop, cfg.seed)
+        with ctx.timed("int8"):
+            export_int8(
+                cfg.model_dir, ctx.splits.train, ctx.splits.valid, cfg.int8_max_drop, cfg.seed
+            )
     log.info("model written to %s; reports in %s", cfg.model_dir, cfg.output_dir)
 
 

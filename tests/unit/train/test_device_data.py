@@ -177,6 +177,27 @@ def test_device_loader_batches_counts_and_order(tmp_path):
         assert lo - 1e-4 <= images.min() and images.max() <= hi + 1e-4
 
 
+def test_a_batch_crosses_from_the_worker_as_one_packed_tensor(tmp_path):
+    buf = io.BytesIO()
+    smooth(70, 50).save(buf, format="PNG")  # decoded in the worker: (H, W, 3) pixels
+    files = [
+        (write(tmp_path / "a.jpg", jpeg(smooth(80, 60))), 0),
+        (write(tmp_path / "b.png", buf.getvalue()), 1),
+        (write(tmp_path / "c.jpg", b"broken"), 2),
+        (write(tmp_path / "d.jpg", jpeg(smooth(90, 40))), 2),
+    ]
+    ds = EncodedDataset(files, train=True)
+    samples = [ds[i] for i in range(len(files))]
+    batch = collate_encoded(samples)
+    tensors = [v for v in batch if isinstance(v, torch.Tensor)]
+    assert [t.dtype for t in tensors] == [torch.uint8, torch.long, torch.bool]  # one payload
+    assert batch.dropped == 1 and batch.targets.tolist() == [0, 1, 2]
+    good = [s for s in samples if s is not None]
+    assert batch.shapes == [tuple(s.data.shape) for s in good]
+    for view, sample in zip(batch.data, good, strict=True):
+        assert torch.equal(view, sample.data)
+
+
 def test_device_loader_stops_early_and_reraises(tmp_path):
     files = [(write(tmp_path / f"{i}.jpg", jpeg(smooth(64, 64))), 0) for i in range(12)]
     loader = DataLoader(

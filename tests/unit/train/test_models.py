@@ -46,6 +46,16 @@ def test_weights_file_loads_a_torchvision_state_dict(tmp_path):
         build_model("resnet34", classes=4, weights=str(tmp_path / "resnet18.pth"))
 
 
+def test_a_trained_dogbreed_model_is_a_weights_file_for_the_next(tmp_path):
+    # A model trained on one set, frozen as the backbone for another with other classes.
+    trained = build_model("resnet18", classes=5, weights="none", frozen=False)
+    torch.save(trained.state_dict(), tmp_path / "model.pth")  # no fc: Identity there
+    model = build_model("resnet18", classes=3, weights=str(tmp_path / "model.pth"))
+    assert model.frozen and model.head.out_features == 3
+    for key, value in trained.backbone.state_dict().items():
+        assert torch.equal(model.backbone.state_dict()[key], value), key
+
+
 def test_unknown_arch():
     with pytest.raises(ConfigError, match="unknown arch 'vgg0'"):
         build_model("vgg0", classes=2)
