@@ -31,13 +31,12 @@ from torchvision import datasets, models, transforms
 from dogbreed.core.settings import SETTINGS
 from dogbreed.train.config import TrainConfig
 from dogbreed.train.data import load_splits
+from dogbreed.train.device import default_workers, for_device
 from dogbreed.train.distributed import Dist
 from dogbreed.train.loop import (
     Runtime,
     build_for_training,
-    default_workers,
     make_loader,
-    resolve_for_device,
     to_device,
     train_one_epoch,
     train_step,
@@ -119,7 +118,7 @@ def our_config(root: Path, batch_size: int, device: torch.device, **overrides) -
         checkpoint_dir=root,
         sagemaker=False,
     )
-    return resolve_for_device(cfg, device, world_size=1)
+    return for_device(cfg, device, world_size=1)
 
 
 def our_model(classes: int, cfg: TrainConfig, device: torch.device):

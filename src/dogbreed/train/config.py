@@ -41,7 +41,7 @@ class TrainConfig:
     arch: str
     weights: str
     epochs: int
-    batch_size: int | None  # None: the device's default (resolved by train.resolve_for_device)
+    batch_size: int | None  # None: the device's default (set by device.for_device)
     lr: float | None
     backbone_lr_scale: float
     weight_decay: float

@@ -50,11 +50,11 @@ from torch import nn
 from dogbreed.core.errors import ConfigError
 from dogbreed.train import checkpoint, distributed
 from dogbreed.train.data import Splits
+from dogbreed.train.device import autocast
 from dogbreed.train.distributed import Dist
 from dogbreed.train.loop import (
     EvalResult,
     Runtime,
-    autocast,
     make_loader,
     score,
     to_device,

@@ -9,13 +9,7 @@ summed over the ranks of a distributed run. The orchestration of a whole run
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import hashlib
-import math
-import os
-import random
-import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -28,24 +22,17 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from dogbreed.core.errors import ConfigError, DataError
-from dogbreed.core.hardware import bf16_native_cpu, usable_cores
+from dogbreed.core.errors import DataError
 from dogbreed.train import distributed
 from dogbreed.train.config import TrainConfig
 from dogbreed.train.data import ImageFolderDataset, collate_skipping
+from dogbreed.train.device import autocast
 from dogbreed.train.device_data import DeviceLoader, EncodedDataset, collate_encoded
 from dogbreed.train.distributed import Dist
 from dogbreed.train.models import Classifier, build_model, param_groups
 
 Loader = DataLoader | DeviceLoader
 
-# Defaults that depend on the device: per-process batch size, and the head's
-# learning rate at BASE_BATCH, scaled by sqrt(global batch / BASE_BATCH), the
-# square-root rule for Adam-type optimisers.
-CPU_BATCH_SIZE = 32
-GPU_BATCH_SIZE = 256
-BASE_LR = 1e-3
-BASE_BATCH = 32
 # The progress bar reads the loss (a host-device sync) once per this many steps.
 PROGRESS_EVERY = 20
 
@@ -102,62 +89,6 @@ class Epoch:
             "val_acc": self.val.acc,
             "images_per_s": round(self.images / max(self.seconds, 1e-9), 1),
         }
-
-
-# --- Device, precision, workers -------------------------------------------------------
-
-
-def pick_device(name: str, local_rank: int) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA device is available (use --device cpu)")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
-def resolve_for_device(cfg: TrainConfig, device: torch.device, world_size: int) -> TrainConfig:
-    """Fill in what depends on the device: batch size, learning rate, precision, pipeline."""
-    batch = cfg.batch_size or (GPU_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE)
-    lr = cfg.lr or BASE_LR * math.sqrt(batch * world_size / BASE_BATCH)
-    precision = cfg.precision
-    if precision == "auto":
-        precision = "bf16" if native_bf16(device) else "fp32"
-    pipeline = cfg.pipeline
-    if pipeline == "auto":
-        pipeline = "device" if device.type == "cuda" else "loader"
-    return dataclasses.replace(cfg, batch_size=batch, lr=lr, precision=precision, pipeline=pipeline)
-
-
-def check_compiler(cfg: TrainConfig) -> None:
-    """torch.compile builds C code at run time (Inductor, Triton): fail now, not at step 1."""
-    if cfg.compile and not (shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")):
-        raise ConfigError(
-            "--compile needs a C compiler at run time (install gcc, or set CC); "
-            "or train without --compile"
-        )
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether the device computes bf16 in hardware (emulated bf16 is slower than fp32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    return bf16_native_cpu()
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
-def default_workers(device: torch.device) -> int:
-    cores = usable_cores()
-    # On CPU the model needs the cores too; leave it at least half of them.
-    return min(8, cores if device.type == "cuda" else max(1, cores // 2))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 # --- Data -----------------------------------------------------------------------------

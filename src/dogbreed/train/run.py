@@ -32,6 +32,13 @@ from dogbreed.core.modeldir import (
 from dogbreed.train import checkpoint, distributed, feature_bank
 from dogbreed.train.config import TrainConfig
 from dogbreed.train.data import Splits, display_label, load_splits
+from dogbreed.train.device import (
+    check_compiler,
+    default_workers,
+    for_device,
+    pick_device,
+    seed_everything,
+)
 from dogbreed.train.distributed import Dist
 from dogbreed.train.export import write_model_dir
 from dogbreed.train.feature_bank import FeatureBank
@@ -42,16 +49,11 @@ from dogbreed.train.loop import (
     Runtime,
     build_for_training,
     check_bad_share,
-    check_compiler,
-    default_workers,
     evaluate,
     make_loader,
     metric_line,
     params_digest,
-    pick_device,
     record_epoch,
-    resolve_for_device,
-    seed_everything,
     train_one_epoch,
 )
 from dogbreed.train.models import Classifier
@@ -149,7 +151,7 @@ def _run(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
 def _prepare(cfg: TrainConfig, d: Dist) -> RunContext:
     """Device, config, data, model and optimiser; resumed where a checkpoint exists."""
     device = pick_device(cfg.device, d.local_rank)
-    cfg = resolve_for_device(cfg, device, d.world_size)
+    cfg = for_device(cfg, device, d.world_size)  # every field set from here on
     check_compiler(cfg)
     seed_everything(cfg.seed)
     splits = load_splits(cfg.train_dir, cfg.valid_dir, cfg.test_dir)

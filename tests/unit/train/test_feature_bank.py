@@ -16,8 +16,9 @@ from dogbreed.core.settings import SETTINGS
 from dogbreed.train import feature_bank
 from dogbreed.train.config import TrainConfig
 from dogbreed.train.data import load_splits
+from dogbreed.train.device import for_device
 from dogbreed.train.distributed import Dist
-from dogbreed.train.loop import Runtime, resolve_for_device
+from dogbreed.train.loop import Runtime
 from dogbreed.train.models import build_model
 from dogbreed.train.synth import synthesize
 
@@ -54,7 +55,7 @@ def config(root: Path, run: Path, **overrides) -> TrainConfig:
         checkpoint_dir=run / "checkpoints",
         sagemaker=False,
     )
-    return resolve_for_device(cfg, CPU, world_size=1)
+    return for_device(cfg, CPU, world_size=1)
 
 
 def bank_for(cfg: TrainConfig):
