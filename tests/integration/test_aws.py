@@ -224,7 +224,8 @@ def test_deploy_autoscale_lambda_then_down(aws_env):
     assert "deleted" in down
     assert sm.list_endpoints(NameContains=name)["Endpoints"] == []
     assert [c for c in sm.list_endpoint_configs(NameContains=name)["EndpointConfigs"]] == []
-    assert [m for m in sm.list_models(NameContains=name)["Models"]] == []
+    models = sm.list_models(NameContains=name)["Models"]  # N's are N-<digest>: match exactly
+    assert [m for m in models if m["ModelName"].startswith(f"{name}-")] == []
     assert not [f for f in lam.list_functions()["Functions"] if f["FunctionName"] == name]
     roles = {r["RoleName"] for r in boto3.client("iam").list_roles()["Roles"]}
     assert not {f"{name}-lambda", f"{name}-sagemaker-execution"} & roles

@@ -153,7 +153,9 @@ def test_up_then_a_rerun_reuses_everything_status_shows_it_and_down_removes_it(a
     assert f"not N's (no tag dogbreed:name={name}): function {name}" in down
     assert sm.list_endpoints(NameContains=name)["Endpoints"] == []
     assert sm.list_endpoint_configs(NameContains=name)["EndpointConfigs"] == []
-    assert sm.list_models(NameContains=name)["Models"] == []
+    # N's models are N-<digest>: match them exactly (a substring may be another test's).
+    models = sm.list_models(NameContains=name)["Models"]
+    assert [m for m in models if m["ModelName"].startswith(f"{name}-")] == []
     assert (
         aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource])[
             "ScalableTargets"

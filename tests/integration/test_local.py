@@ -165,7 +165,8 @@ def listening(port: int) -> set[str]:
     return found
 
 
-LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1
+# 127.0.0.1, ::1, and ::ffff:127.0.0.1 (Java binds 127.0.0.1 on an IPv6 socket)
+LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
 
 
 def test_on_host_networking_everything_listens_on_loopback_only(tiny_data, tmp_path):
