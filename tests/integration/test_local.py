@@ -34,6 +34,32 @@ pytestmark = [
 HPS = ["arch=resnet18", "weights=none", "epochs=1", "batch-size=4", "workers=0", "seed=0"]
 
 
+def stop_command(proc: subprocess.Popen, run_id: str | None) -> None:
+    """Ctrl-C a `dogbreed local` command still running (it removes its own containers);
+    kill it only if it hangs. When the test failed, also remove by id what its run left,
+    so that a failure does not leave a container serving on this machine."""
+    failing = sys.exc_info()[0] is not None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+    if failing and run_id is not None:
+        import docker
+
+        client = docker.from_env(timeout=60)
+        try:
+            label = {"label": f"dogbreed.local={run_id}"}
+            for container in client.containers.list(all=True, filters=label):
+                container.remove(force=True)
+            for network in client.networks.list(filters=label):
+                network.remove()
+        finally:
+            client.close()
+
+
 def leftovers(run_id: str) -> list[str]:
     """Containers (running or not) and networks labelled with the run."""
     import docker
@@ -116,9 +142,7 @@ def test_two_host_training_then_the_endpoint_then_ctrl_c(tiny_data, tmp_path):
         server.send_signal(signal.SIGINT)  # Ctrl-C
         assert server.wait(timeout=120) == 130, log.read_text()[-3000:]
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(timeout=30)
+        stop_command(server, serve_id)
     assert leftovers(serve_id) == []
 
 
@@ -142,9 +166,7 @@ def test_ctrl_c_during_training_leaves_nothing_behind(tiny_data, tmp_path):
         assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
         assert time.monotonic() - start < 60
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+        stop_command(proc, run_id)
     assert "interrupted" in log.read_text()
     assert leftovers(run_id) == []
 
@@ -190,9 +212,7 @@ def test_on_host_networking_everything_listens_on_loopback_only(tiny_data, tmp_p
         assert listening(29500) == set()
         assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+        stop_command(proc, run_id)
     assert leftovers(run_id) == []
 
     serve_id = f"dogbreed-test-serve-{tag}"
@@ -214,9 +234,7 @@ def test_on_host_networking_everything_listens_on_loopback_only(tiny_data, tmp_p
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=120) == 130, log.read_text()[-3000:]
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait(timeout=30)
+        stop_command(server, serve_id)
     assert leftovers(serve_id) == []
 
 
@@ -241,7 +259,5 @@ def test_repeated_signals_during_clean_up_leave_nothing_behind(tiny_data, tmp_pa
             proc.send_signal(signum)
         assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+        stop_command(proc, run_id)
     assert leftovers(run_id) == []
