@@ -12,6 +12,7 @@ stops and removes the container.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tarfile
@@ -19,6 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +63,22 @@ def model_dir(model: Path, scratch: Path) -> Path:
     return found
 
 
+@contextlib.contextmanager
+def mounted_model(model: Path, image: str) -> Iterator[tuple[object, Path]]:
+    """(Docker client, the model directory to mount read-only) for `image`; a model.tar.gz
+    is unpacked into a scratch folder that goes at the end, whatever ends it."""
+    scratch = Path(tempfile.mkdtemp(prefix="dogbreed-model-"))
+    try:
+        scratch.chmod(0o755)  # the serve image reads the model as its own user
+        mount = model_dir(model, scratch)
+        client = engine.connect()
+        engine.require_image(client, image)
+        yield client, mount
+    finally:
+        with engine.signals_held():  # a second Ctrl-C must not leave the unpacked model
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
 def wait_for_ping(url: str, follower: engine.Follower, wait_s: float) -> None:
     """GET /ping until 200, the container exits, or wait_s passes (ServerError)."""
     deadline = time.monotonic() + wait_s
@@ -87,19 +105,10 @@ def run_serve(job: ServeJob) -> int:
         raise ConfigError(f"--port {job.port}: must be 1-65535")
     if not engine.port_is_free(job.port):
         raise ConfigError(f"--port {job.port}: 127.0.0.1:{job.port} is in use")
-    scratch = Path(tempfile.mkdtemp(prefix="dogbreed-model-"))
-    try:
-        scratch.chmod(0o755)  # the serve image reads the model as its own user
-        mount = model_dir(job.model, scratch)
-        client = engine.connect()
-        engine.require_image(client, job.image)
-        with engine.Run(
-            client, job.run_id or engine.new_run_id("serve"), "serve", STOP_TIMEOUT_S
-        ) as run:
+    with mounted_model(job.model, job.image) as (client, mount):
+        run_id = job.run_id or engine.new_run_id("serve")
+        with engine.Run(client, run_id, "serve", STOP_TIMEOUT_S) as run:
             _serve(run, job, mount)
-    finally:
-        with engine.signals_held():  # a second Ctrl-C must not leave the unpacked model
-            shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

@@ -26,9 +26,7 @@ import collections
 import json
 import logging
 import random
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,7 +35,13 @@ from pathlib import Path
 
 from dogbreed.core.errors import ConfigError, EndpointError, ServerError
 from dogbreed.local import docker_engine as engine
-from dogbreed.local.serve import STOP_TIMEOUT_S, ServeJob, container_spec, model_dir, wait_for_ping
+from dogbreed.local.serve import (
+    STOP_TIMEOUT_S,
+    ServeJob,
+    container_spec,
+    mounted_model,
+    wait_for_ping,
+)
 from dogbreed.local.transform_io import (
     Invoker,
     RecordTooLargeError,
@@ -321,18 +325,10 @@ def run_transform(job: TransformJob) -> int:
     """Start the serve container, run the job over --input, stop and remove it."""
     job.check()
     job.output.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="dogbreed-model-"))
-    try:
-        scratch.chmod(0o755)  # the serve image reads the model as its own user
-        mount = model_dir(job.model, scratch)
-        client = engine.connect()
-        engine.require_image(client, job.image)
+    with mounted_model(job.model, job.image) as (client, mount):
         run_id = job.run_id or engine.new_run_id("transform")
         with engine.Run(client, run_id, "transform", STOP_TIMEOUT_S) as run:
             report, params = _transform_in(run, job, mount)
-    finally:
-        with engine.signals_held():  # a second Ctrl-C must not leave the unpacked model
-            shutil.rmtree(scratch, ignore_errors=True)
     print(summary(report, params, job.split_type), flush=True)
     print(f"transform: outputs in {job.output} ({CSV_NAME}, {LOG_NAME})", flush=True)
     check_report(report)
