@@ -110,7 +110,12 @@ SAGEMAKER_NAMES = {
     "ModelName": "model",
     "EndpointConfigName": "endpoint-config",
     "EndpointName": "endpoint",
+    "TransformJobName": "transform-job",
 }
+# Names a call carries that IAM reads as a condition key, not as a resource it checks:
+# CreateTransformJob is checked on the job, its model comes as sagemaker:ModelArn (the
+# Service Authorization Reference).
+SAGEMAKER_KEYS = {("create_transform_job", "ModelName"): ("sagemaker:ModelArn", "model")}
 TAGGING = {
     "iam": "iam:TagRole",
     "sagemaker": "sagemaker:AddTags",
@@ -184,7 +189,7 @@ def _sagemaker(op: str, params: dict[str, Any], region: str, account: str) -> li
     found = [
         f"arn:aws:sagemaker:{region}:{account}:{kind}/{params[key].lower()}"
         for key, kind in SAGEMAKER_NAMES.items()
-        if key in params
+        if key in params and (op, key) not in SAGEMAKER_KEYS
     ]
     if not found:
         raise AssertionError(f"no SageMaker resource named in {op} {sorted(params)}")
@@ -195,8 +200,9 @@ def needs(request, region: str, account: str) -> list[Need]:
     """Every permission IAM checks for one recorded request."""
     service, op, params = request
     arns = resources(service, op, params, region, account)
+    keys = {**_context(service, params), **_sagemaker_keys(service, op, params, region, account)}
     found = [
-        Need(a, _bucket(arn) if a == "s3:ListBucket" else arn, _context(service, params))
+        Need(a, _bucket(arn) if a == "s3:ListBucket" else arn, keys)
         for a in actions(service, op)
         for arn in arns
     ]
@@ -219,6 +225,19 @@ def _context(service: str, params: dict[str, Any]) -> dict[str, str]:
             keys["application-autoscaling:scalable-dimension"] = params["ScalableDimension"]
         return keys
     return {}
+
+
+def _sagemaker_keys(
+    service: str, op: str, params: dict[str, Any], region: str, account: str
+) -> dict[str, str]:
+    """The SageMaker condition keys a request carries (SAGEMAKER_KEYS)."""
+    if service != "sagemaker":
+        return {}
+    return {
+        key: f"arn:aws:sagemaker:{region}:{account}:{kind}/{params[name].lower()}"
+        for (operation, name), (key, kind) in SAGEMAKER_KEYS.items()
+        if operation == op and name in params
+    }
 
 
 def _strings(value: Any) -> Iterable[str]:

@@ -20,7 +20,7 @@ from dogbreed.core.settings import parse_bool
 
 CONFIG_FILE = "dogbreed-aws.json"
 # Settings that must be s3://bucket/prefix URIs (None allowed where the default is None).
-S3_SETTINGS = ("data", "output", "checkpoints", "lambda.s3_input")
+S3_SETTINGS = ("data", "output", "checkpoints", "lambda.s3_input", "transform.input")
 # Objects whose keys are the user's own (hyperparameter names): replaced whole, not merged.
 FREE_OBJECTS = ("train.hyperparameters",)
 # The bucket defaults.json and the shipped dogbreed-aws.json name as a stand-in: a setting

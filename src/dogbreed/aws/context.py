@@ -39,6 +39,7 @@ MAX_CHARS = {
     "SageMaker endpoint config": 63,
     "SageMaker model": 63,
     "SageMaker training job": 63,
+    "SageMaker transform job": 63,
     "CloudWatch alarm": 255,
     "scaling policy": 256,
     "log group": 512,
@@ -55,6 +56,8 @@ MISSING: dict[tuple[str, str], tuple[str, ...]] = {
     # The model lists ResourceNotFound; SageMaker (and moto) answer ValidationException.
     ("sagemaker", "describe_training_job"): ("ResourceNotFound", "ValidationException"),
     ("sagemaker", "describe_hyper_parameter_tuning_job"): ("ResourceNotFound",),
+    # The same for transform jobs: moto 5.2.1 answers ValidationException "Could not find".
+    ("sagemaker", "describe_transform_job"): ("ResourceNotFound", "ValidationException"),
     # No error shapes in the model: SageMaker answers ValidationException "Could not find
     # ...". A malformed name answers the same code, and then fails at the create call.
     ("sagemaker", "describe_model"): ("ValidationException",),
@@ -145,6 +148,7 @@ class Names:
             ("SageMaker endpoint config", digested),
             ("SageMaker model", digested),
             ("SageMaker training job", digested),
+            ("SageMaker transform job", digested),
             *[("CloudWatch alarm", alarm) for alarm in self.alarms],
             ("scaling policy", self.scaling_policy),
             ("log group", self.log_group),

@@ -403,3 +403,20 @@ def _ensure_policy(ctx: Ctx, config: dict[str, Any]) -> None:
         TargetTrackingScalingPolicyConfiguration=config,
     )
     ctx.say(f"{'updated' if existing else 'created'} scaling policy {policy}")
+
+
+# ---- the model of a batch transform job (transform.py) --------------------------------------
+
+
+def claim_model(ctx: Ctx, name: str) -> dict[str, Any] | None:
+    """DescribeModel of N's model `name`, checked for N's tag (or adopted); None if none."""
+    return _claimed(ctx, "model", "describe_model", "ModelName", name)
+
+
+def ensure_model(ctx: Ctx, image: str, model_data: str) -> str:
+    """N's model of `image` and `model_data`, named and created as `aws deploy` does for an
+    instance endpoint (network isolated), so the two share it; its name."""
+    model = _model_request(ctx, DeployOptions(image, model_data), isolated=True)
+    name = f"{ctx.names.name}-{digest(model)}"
+    _ensure_model(ctx, name, model, claim_model(ctx, name))
+    return name

@@ -78,6 +78,20 @@ OPERATOR: tuple[Grant, ...] = (
         ),
         (SM + ":hyper-parameter-tuning-job/{tuning}-{digest}",),
     ),
+    # transform: CreateTransformJob is checked on the job alone; the model it runs comes as
+    # the condition key sagemaker:ModelArn, which keeps the job to N's models (N-<digest>).
+    Grant(
+        "TransformJobsOfOwnModels",
+        ("sagemaker:CreateTransformJob",),
+        (SM + ":transform-job/{sm}-{digest}",),
+        {"ArnLike": {"sagemaker:ModelArn": SM + ":model/{sm}-{digest}"}},
+    ),
+    # transform, status (AddTags: tags on create)
+    Grant(
+        "TransformJobs",
+        ("sagemaker:DescribeTransformJob", "sagemaker:AddTags"),
+        (SM + ":transform-job/{sm}-{digest}",),
+    ),
     # deploy, status, down (ListTags: down deletes only what carries N's tag)
     Grant(
         "Models",
@@ -125,7 +139,12 @@ OPERATOR: tuple[Grant, ...] = (
     # resource.
     Grant(
         "ListJobsModelsAndConfigs",
-        ("sagemaker:ListTrainingJobs", "sagemaker:ListEndpointConfigs", "sagemaker:ListModels"),
+        (
+            "sagemaker:ListTrainingJobs",
+            "sagemaker:ListEndpointConfigs",
+            "sagemaker:ListModels",
+            "sagemaker:ListTransformJobs",
+        ),
         ("*",),
     ),
     # autoscale, down: a scalable target's ARN holds an ID AWS picks, so the condition keys

@@ -19,6 +19,7 @@ VERSION = "2012-10-17"
 # endpoint configs and training jobs N-<digest> with config.digest's 8 hex digits.
 TUNING_NAME_CHARS = 23
 DIGEST = "?" * 8  # IAM's `?` matches one character: N-???????? is not N-v2-????????
+TRANSFORM_INPUT = "transform.input"  # the setting of what transform jobs may read
 
 
 def split_s3(uri: str, setting: str = "S3 URI") -> tuple[str, str]:
@@ -122,13 +123,16 @@ def _sagemaker_logs(region: str, account: str, name: str) -> list[dict[str, Any]
     prefix = f"arn:aws:logs:{region}:{account}:log-group:/aws/sagemaker"
     jobs, endpoint = f"{prefix}/TrainingJobs", f"{prefix}/Endpoints/{name}"
     streams = [f"{jobs}:log-stream:{job}/*" for job in job_name_patterns(name)]
+    # Batch transform jobs (transform.py, N-<digest>): streams <job>/<instance>[/data-log].
+    transform = f"{prefix}/TransformJobs"
+    streams.append(f"{transform}:log-stream:{name}-{DIGEST}/*")
     return [
         {
             "Sid": "OwnLogGroups",
             "Effect": "Allow",
             "Action": ["logs:CreateLogGroup", "logs:DescribeLogStreams"],
             # Group actions are also checked against <group>:log-stream: (hence <group>:*).
-            "Resource": [jobs, f"{jobs}:*", endpoint, f"{endpoint}:*"],
+            "Resource": [jobs, f"{jobs}:*", endpoint, f"{endpoint}:*", transform, f"{transform}:*"],
         },
         {
             "Sid": "OwnLogStreams",
@@ -147,11 +151,27 @@ def sagemaker_policy(
     output: str,
     checkpoints: str,
     repositories: list[str],
+    transform_input: str | None = None,
 ) -> dict[str, Any]:
     """The execution role of N's jobs and endpoint; `output` and `checkpoints` are the
-    shared locations, N writes below them (deployment_uri)."""
+    shared locations, N writes below them (deployment_uri). `transform_input`: the prefix
+    N's batch transform jobs read (the setting transform.input), when set. Transform jobs
+    write under N's output prefix, which WriteOwnOutputAndCheckpoints covers."""
     own = [deployment_uri(output, name), deployment_uri(checkpoints, name)]
     repos = [f"arn:aws:ecr:{region}:{account}:repository/{r}" for r in repositories]
+    reads = [data]
+    transform_reads = []
+    if transform_input:
+        input_prefix(transform_input, TRANSFORM_INPUT)  # no whole bucket, as lambda.s3_input
+        reads.append(transform_input)
+        transform_reads.append(
+            {
+                "Sid": "ReadTransformInput",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": [objects_arn(transform_input)],
+            }
+        )
     return {
         "Version": VERSION,
         "Statement": [
@@ -161,6 +181,7 @@ def sagemaker_policy(
                 "Action": ["s3:GetObject"],
                 "Resource": [objects_arn(data)],
             },
+            *transform_reads,
             # Get and Put only: SageMaker documents GetObject, PutObject and ListBucket as
             # what CreateTrainingJob and CreateModel need (checkpoints are uploaded and
             # downloaded, never deleted by it), and no command of ours deletes objects.
@@ -170,7 +191,7 @@ def sagemaker_policy(
                 "Action": ["s3:GetObject", "s3:PutObject"],
                 "Resource": [objects_arn(uri) for uri in own],
             },
-            *_list([data, *own], "ListPrefixes"),
+            *_list([*reads, *own], "ListPrefixes"),
             {
                 "Sid": "PullImages",
                 "Effect": "Allow",

@@ -19,13 +19,14 @@ from dogbreed.aws.context import Ctx
 from dogbreed.core.errors import ConfigError
 
 # The settings each verb puts into a request or a policy document.
-S3_SETTINGS_USED = ("data", "output", "checkpoints", "lambda.s3_input")
+S3_SETTINGS_USED = ("data", "output", "checkpoints", "lambda.s3_input", "transform.input")
 SETTINGS_USED: dict[str, tuple[str, ...]] = {
     "iam": S3_SETTINGS_USED,
     "train": S3_SETTINGS_USED,
     "tune": S3_SETTINGS_USED,
     "up": S3_SETTINGS_USED,
     "lambda": ("lambda.s3_input",),
+    "transform": ("output", "transform.input"),
 }
 # What `aws iam` prints instead with --admin-policy / --operator-policy.
 POLICY_SETTINGS_USED = {"admin": (), "operator": ("data",)}

@@ -87,6 +87,7 @@ def role_policies(ctx: Ctx) -> dict[str, dict[str, Any]]:
             cfg["output"],
             cfg["checkpoints"],
             cfg["repositories"],
+            cfg["transform"]["input"],
         ),
         n.lambda_role: policies.lambda_policy(
             ctx.region, ctx.account, n.function, n.endpoint, cfg["lambda"]["s3_input"]

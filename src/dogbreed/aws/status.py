@@ -1,6 +1,6 @@
 """`dogbreed aws status`: every resource of deployment N and its state, as a table or JSON.
 
-Reads only: the two roles, N's newest training job, the endpoint with its variant's
+Reads only: the two roles, N's newest training and transform jobs, the endpoint with its variant's
 capacity, the endpoint config and model it runs, the scalable target and scaling
 policy, the alarms, the function, its alias 'live' and its function URL. A resource
 that carries no dogbreed:name=N tag is shown as someone else's. A dry run prints the
@@ -38,6 +38,7 @@ def cmd_status(ctx: Ctx, as_json: bool = False) -> list[Row]:
     rows = [
         *_roles(ctx),
         *_training(ctx),
+        *_transform(ctx),
         *endpoint_rows,
         *_scaling(ctx, serverless),
         *_alarms(ctx),
@@ -111,6 +112,35 @@ def _training(ctx: Ctx) -> list[Row]:
     elif job.get("ModelArtifacts"):
         detail.append(job["ModelArtifacts"]["S3ModelArtifacts"])
     return [Row("training job", name, job["TrainingJobStatus"], ", ".join(filter(None, detail)))]
+
+
+def _transform(ctx: Ctx) -> list[Row]:
+    """N's newest batch transform job (N-<digest>): status, input -> output, and why it
+    failed. moto lists in creation order whatever SortOrder says: sorted here too."""
+    n = ctx.names
+    listed = ctx.pages(
+        "sagemaker",
+        "list_transform_jobs",
+        "TransformJobSummaries",
+        NameContains=n.name,
+        SortBy="CreationTime",
+        SortOrder="Descending",
+        MaxResults=LIST_PAGE,
+    )
+    jobs = sorted(
+        (j for j in listed if n.owns(j["TransformJobName"])),
+        key=lambda j: j["CreationTime"],
+        reverse=True,
+    )
+    ctx.would_read("sagemaker", "describe_transform_job", TransformJobName=n.stand_in)
+    if not jobs:
+        return [Row("transform job", f"{n.name}-<digest>", MISSING)]
+    name = jobs[0]["TransformJobName"]
+    job = ctx.read("sagemaker", "describe_transform_job", TransformJobName=name)
+    source = job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
+    output = job["TransformOutput"]["S3OutputPath"]
+    detail = [f"newest of {len(jobs)}", f"{source} -> {output}", job.get("FailureReason")]
+    return [Row("transform job", name, job["TransformJobStatus"], ", ".join(filter(None, detail)))]
 
 
 def _capacity(variant: dict[str, Any]) -> str:

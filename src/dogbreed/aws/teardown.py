@@ -7,7 +7,8 @@ own goes with what it belongs to: the scalable target and scaling policy with th
 endpoint (left with a foreign endpoint), the function's log group with the function.
 Each step tolerates a resource that is already gone (context.MISSING), so `down` can
 be rerun after a partial failure. It ends with a line naming what it leaves: data,
-artifacts, images and records that outlive a deployment, SageMaker's own log groups,
+artifacts, images and records that outlive a deployment (training, tuning and
+transform jobs: SageMaker has no call that deletes one), SageMaker's own log groups,
 and the same-named resources that were not N's.
 
 A dry run finds nothing, so it treats every resource as N's: it prints every delete
@@ -22,6 +23,8 @@ from typing import Any
 from dogbreed.aws.alarms import delete_alarms
 from dogbreed.aws.context import LIST_PAGE, TAG_KEY, Ctx, denied
 from dogbreed.aws.endpoint import scaling_target
+from dogbreed.aws.policies import deployment_uri
+from dogbreed.aws.transform import TRANSFORM_DIR
 from dogbreed.core.errors import AwsError
 
 Step = tuple[str, str, dict[str, Any]]  # service, operation, parameters
@@ -80,6 +83,12 @@ def _left(ctx: Ctx, foreign: list[str], keep_roles: bool = False) -> str:
         f"the ECR repositories {', '.join(c['repositories'])} and their images; training and "
         "tuning job records (SageMaker keeps them); SageMaker's log groups "
         f"/aws/sagemaker/Endpoints/{n.endpoint} and /aws/sagemaker/TrainingJobs"
+    )
+    # SageMaker has no call that deletes a transform job: its record stays, as its output.
+    line += (
+        "; transform job records (SageMaker keeps them, no call deletes one) and their "
+        f"outputs under {deployment_uri(c['output'], n.name)}/{TRANSFORM_DIR}/ "
+        "(log group /aws/sagemaker/TransformJobs)"
     )
     if keep_roles:
         line += f"; the roles {n.sagemaker_role} and {n.lambda_role} (--keep-roles)"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dogbreed.cli.aws_flags import deploy_flags, endpoint_flags
+from dogbreed.cli.aws_flags import deploy_flags, endpoint_flags, transform_flags
 
 if TYPE_CHECKING:  # for annotations only: the aws modules load when a verb runs
     from dogbreed.aws.context import Ctx
@@ -108,6 +108,13 @@ def add_aws(sub) -> None:
     )
     deploy_flags(deploy)
     _adopt_flag(deploy)
+    transform = verb(
+        "transform",
+        "a SageMaker Batch Transform job over an S3 prefix of images, on the model N's "
+        "endpoint runs (or --model-data with --image)",
+    )
+    transform_flags(transform)
+    _adopt_flag(transform)
     scale = verb("autoscale", "target tracking on invocations per instance")
     _adopt_flag(scale)
     scale.add_argument("--min", type=int, help="minimum instances")
@@ -271,6 +278,25 @@ def _deploy(ctx: Ctx, args: argparse.Namespace) -> None:
     cmd_deploy(ctx, options)
 
 
+def _transform(ctx: Ctx, args: argparse.Namespace) -> None:
+    from dogbreed.aws.transform import TransformOptions, cmd_transform
+
+    cmd_transform(
+        ctx,
+        TransformOptions(
+            input=args.input,
+            output=args.job_output,
+            instance_type=args.instance_type,
+            instance_count=args.instance_count,
+            jsonlines=args.jsonlines,
+            model_data=args.model_data,
+            image=args.image,
+            wait=args.wait,
+            timeout_s=args.timeout,
+        ),
+    )
+
+
 def _autoscale(ctx: Ctx, args: argparse.Namespace) -> None:
     from dogbreed.aws.endpoint import ScaleOptions, cmd_autoscale
 
@@ -350,6 +376,7 @@ VERBS: dict[str, Callable[[Ctx, argparse.Namespace], None]] = {
     "train": _train,
     "tune": _tune,
     "deploy": _deploy,
+    "transform": _transform,
     "autoscale": _autoscale,
     "lambda": _lambda,
     "invoke": _invoke,

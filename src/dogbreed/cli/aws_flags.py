@@ -80,4 +80,47 @@ def deploy_flags(deploy: argparse.ArgumentParser) -> None:
     )
 
 
+def transform_flags(parser: argparse.ArgumentParser) -> None:
+    """`aws transform`: what it reads, where it writes, what runs it."""
+    parser.add_argument(
+        "--input",
+        required=True,
+        metavar="s3://...",
+        help="S3 prefix of the images (one an object), or with --jsonlines of JSON Lines "
+        "files; it must lie under the setting transform.input, which the execution role reads",
+    )
+    parser.add_argument(
+        "--output",
+        dest="job_output",  # not the `output` setting: a place under N's prefix of it
+        metavar="s3://...",
+        help="where OBJECT.out go, under N's output prefix OUTPUT/N/ (default "
+        "OUTPUT/N/transform/<job>)",
+    )
+    parser.add_argument(
+        "--instance-type",
+        help=f"e.g. ml.c6i.xlarge (default {_dflt('instance_type', 'transform')})",
+    )
+    parser.add_argument(
+        "--instance-count",
+        type=int,
+        help=f"instances sharing the objects (default {_dflt('instance_count', 'transform')})",
+    )
+    parser.add_argument(
+        "--jsonlines",
+        action="store_true",
+        help='input files of JSON Lines ({"image": "<base64>"} a line), split by line and '
+        "sent several lines a request (MultiRecord); answers one line each (default: one "
+        "image an object, one JSON answer an object)",
+    )
+    parser.add_argument(
+        "--model-data",
+        metavar="s3://.../model.tar.gz",
+        help="with --image: the model `aws deploy` would make of them (default: the model "
+        "N's endpoint runs now)",
+    )
+    parser.add_argument("--image", help="with --model-data: serve image URI")
+    parser.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    parser.add_argument("--timeout", type=float, default=86400, help="--wait limit, seconds")
+
+
 # ---- dispatch: verb -> handler(ctx, args); the aws modules are imported only here ------------

@@ -33,6 +33,8 @@ from support.iam_check import (
 
 NAME = "Dogs"  # upper case on purpose: IAM matches SageMaker ARNs in lower case
 IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed:abc1234"
+TRANSFORM_INPUT = "s3://dogs-bucket/transform-in"  # the setting transform.input
+MODEL_DATA = f"{CONFIG['output']}/{NAME}/{NAME}-0123abcd/output/model.tar.gz"
 # Runs beyond each verb with its required arguments: flags that take another path.
 VARIANTS = {
     "invoke": [["--endpoint"]],
@@ -41,6 +43,11 @@ VARIANTS = {
     "status": [["--json"]],
     "down": [["--keep-roles"]],
     "lambda": [["--provisioned", "0", "--adopt"]],
+    "transform": [
+        ["--jsonlines", "--wait", "--instance-count", "2"],
+        ["--model-data", MODEL_DATA, "--image", IMAGE, "--adopt"],
+        ["--output", f"{CONFIG['output']}/{NAME}/scores"],
+    ],
 }
 # What the administrator's policy alone allows: creating, changing, adopting and deleting
 # N's two roles.
@@ -50,7 +57,8 @@ ADMIN_ONLY = {*ROLE_WRITES, "iam:TagRole", "iam:DeleteRole"}
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
     without_credentials(monkeypatch, tmp_path)
-    (tmp_path / "aws.json").write_text(json.dumps(CONFIG))
+    settings = {**CONFIG, "transform": {"input": TRANSFORM_INPUT}}
+    (tmp_path / "aws.json").write_text(json.dumps(settings))
     (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\xd9")
     (tmp_path / "dogImages" / "train" / "akita").mkdir(parents=True)
     (tmp_path / "dogImages" / "train" / "akita" / "1.jpg").write_bytes(b"\xff\xd8\xff\xd9")
@@ -64,7 +72,8 @@ def samples(tmp_path) -> dict[str, str]:
         "image": IMAGE,  # --image of train, tune, deploy
         "image_train": IMAGE,
         "image_serve": IMAGE,
-        "model_data": f"{CONFIG['output']}/{NAME}/{NAME}-0123abcd/output/model.tar.gz",
+        "model_data": MODEL_DATA,
+        "input": f"{TRANSFORM_INPUT}/batch-1",  # transform --input
         "data": DATA,
         "photo": str(tmp_path / "photo.jpg"),  # the positional image of invoke
         "local": str(tmp_path / "dogImages"),
