@@ -128,9 +128,9 @@ def job_output(ctx: Ctx, uri: str | None) -> str | None:
     output = uri.rstrip("/")
     if output != own and not output.startswith(f"{own}/"):
         raise ConfigError(
-            f"--output {uri} lies outside {own}/, {ctx.names.name}'s output prefix: the execution role "
-            f"{ctx.names.sagemaker_role} may write only there (leave --output out for "
-            f"{own}/{TRANSFORM_DIR}/<job>)"
+            f"--output {uri} lies outside {own}/, {ctx.names.name}'s output prefix: the "
+            f"execution role {ctx.names.sagemaker_role} may write only there (leave --output "
+            f"out for {own}/{TRANSFORM_DIR}/<job>)"
         )
     return output
 
