@@ -64,6 +64,7 @@ class TransformOptions:
 
 def cmd_transform(ctx: Ctx, opts: TransformOptions) -> str:
     """Create the job (or find it: same request, same name); its name."""
+    _check_model_flags(ctx, opts)
     source = job_input(ctx, opts.input)
     output = job_output(ctx, opts.output)
     resources = _resources(ctx, opts)
@@ -175,14 +176,17 @@ def _listed(value: Any) -> list[Any]:
 # ---- the model ------------------------------------------------------------------------------
 
 
-def job_model(ctx: Ctx, opts: TransformOptions) -> str:
-    """The model's name: --model-data with --image as `aws deploy` makes it, else the one
-    N's endpoint runs now."""
+def _check_model_flags(ctx: Ctx, opts: TransformOptions) -> None:
     if (opts.model_data is None) != (opts.image is None):
         raise ConfigError(
             "--model-data and --image go together (the model `aws deploy` would make of "
             f"them); without both the job runs the model {ctx.names.endpoint}'s endpoint runs"
         )
+
+
+def job_model(ctx: Ctx, opts: TransformOptions) -> str:
+    """The model's name: --model-data with --image as `aws deploy` makes it, else the one
+    N's endpoint runs now."""
     if opts.image is not None and opts.model_data is not None:
         return ensure_model(ctx, opts.image, opts.model_data)
     return endpoint_model(ctx)

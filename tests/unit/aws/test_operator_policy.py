@@ -153,6 +153,17 @@ def test_the_operator_policy_denies_other_deployments(offline):
             run_verb("train", "--image", IMAGE, *argv),
             run_verb("deploy", "--image", IMAGE, "--model-data", "s3://b/m.tar.gz", *argv),
             run_verb("lambda", *argv),
+            run_verb("transform", "--input", f"{TRANSFORM_INPUT}/b", *argv),
+            run_verb(
+                "transform",
+                "--input",
+                f"{TRANSFORM_INPUT}/b",
+                "--image",
+                IMAGE,
+                *argv,
+                "--model-data",
+                "s3://b/m.tar.gz",
+            ),
         ]
         for ctx, _ in runs:
             for request in ctx.requests:
