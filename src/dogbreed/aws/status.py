@@ -1,11 +1,11 @@
 """`dogbreed aws status`: every resource of deployment N and its state, as a table or JSON.
 
-Reads only: the two roles, N's newest training and transform jobs, the endpoint with its variant's
-capacity, the endpoint config and model it runs, the scalable target and scaling
-policy, the alarms, the function, its alias 'live' and its function URL. A resource
-that carries no dogbreed:name=N tag is shown as someone else's. A dry run prints the
-read requests instead (with stand-in names where a real run takes a name from an
-earlier answer).
+Reads only: the two roles, N's newest training job and newest batch transform job,
+the endpoint with its variant's capacity, the endpoint config and model it runs, the
+scalable target and scaling policy, the alarms, the function, its alias 'live' and
+its function URL. A resource that carries no dogbreed:name=N tag is shown as someone
+else's. A dry run prints the read requests instead (with stand-in names where a real
+run takes a name from an earlier answer).
 """
 
 from __future__ import annotations
