@@ -97,6 +97,9 @@ def real_run(aws_env, name: str, tmp_path) -> tuple[list, list[str]]:
     config = aws_env[1]
     changed = tmp_path / "changed.json"
     changed.write_text(json.dumps({**CONFIG, "lambda": {"memory_mb": 512}}))
+    batch = tmp_path / "transform.json"  # transform.input set: the role reads it once `iam` ran
+    batch.write_text(json.dumps({**CONFIG, "transform": {"input": "s3://dogs-bucket/batch"}}))
+    transform = ["transform", "--input", "s3://dogs-bucket/batch/1", "--config", str(batch)]
     zip_path = tmp_path / "other.zip"
     zip_path.write_bytes(b"PK\x05\x06" + b"\x00" * 18)  # an empty zip: other code
     data = tmp_path / "data" / "akita"
@@ -115,6 +118,9 @@ def real_run(aws_env, name: str, tmp_path) -> tuple[list, list[str]]:
         ["deploy", "--image", IMAGE, "--model-data", model],
         ["deploy", "--image", IMAGE, "--model-data", model, "--instance-type", "ml.c5.large"],
         ["autoscale"],
+        ["iam", "--config", str(batch)],
+        [*transform, "--wait"],
+        transform,  # finds the job: unchanged
         lam,
         [*lam, "--config", str(changed)],
         [*lam, "--zip", str(zip_path)],
