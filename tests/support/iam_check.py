@@ -110,7 +110,9 @@ SAGEMAKER_NAMES = {
     "ModelName": "model",
     "EndpointConfigName": "endpoint-config",
     "EndpointName": "endpoint",
+    "ModelPackageGroupName": "model-package-group",
 }
+PACKAGE_VERSION = 1  # a new version's number, which SageMaker picks
 TAGGING = {
     "iam": "iam:TagRole",
     "sagemaker": "sagemaker:AddTags",
@@ -180,6 +182,15 @@ def _sagemaker(op: str, params: dict[str, Any], region: str, account: str) -> li
         return [f"{prefix}/{resource.lower()}"]
     if op.startswith("list_"):
         return ["*"]  # no resource-level permissions
+    if op == "create_model_package":  # the new version, then its group (both checked)
+        group = params["ModelPackageGroupName"].lower()
+        return [
+            f"arn:aws:sagemaker:{region}:{account}:model-package/{group}/{PACKAGE_VERSION}",
+            f"arn:aws:sagemaker:{region}:{account}:model-package-group/{group}",
+        ]
+    version = params.get("ModelPackageArn") or params.get("ModelPackageName")
+    if version:  # a version, by its ARN: model-package/<group>/<version>
+        return [version.lower()]
     # IAM matches SageMaker ARNs in lower case.
     found = [
         f"arn:aws:sagemaker:{region}:{account}:{kind}/{params[key].lower()}"

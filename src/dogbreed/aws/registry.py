@@ -76,12 +76,12 @@ def _version(answer: dict[str, Any]) -> Version:
     )
 
 
-def _stand_in(ctx: Ctx, image: str | None = None) -> Version:
+def _stand_in(ctx: Ctx, image: str | None = None, status: str = APPROVED) -> Version:
     """A dry run's version: N's stand-in job, where SageMaker puts its model."""
     n, number = ctx.names, STAND_IN_VERSION
     arn = ctx.sagemaker_arn("model-package", f"{group_name(ctx)}/{number}")
     shown = image or f"<the serve image of version {number}>"
-    return Version(number, arn, APPROVED, shown, model_data_of(ctx, n.stand_in, None), {})
+    return Version(number, arn, status, shown, model_data_of(ctx, n.stand_in, None), {})
 
 
 def model_data_of(ctx: Ctx, job_name: str, job: dict | None) -> str:
@@ -296,7 +296,7 @@ def pick(ctx: Ctx, number: int | None) -> Version:
     versions = listed(ctx)
     ctx.would_read("sagemaker", "describe_model_package", ModelPackageName=_stand_in(ctx).arn)
     if ctx.dry_run:
-        return _stand_in(ctx)
+        return _stand_in(ctx, status=PENDING)
     chosen = [v for v in versions if number is None or v.get("ModelPackageVersion") == number]
     if not chosen:
         have = ", ".join(str(v.get("ModelPackageVersion")) for v in versions) or "none"
@@ -333,12 +333,12 @@ def resolve(ctx: Ctx, which: str, image: str | None = None) -> Version:
     if which != NEWEST_APPROVED and not which.isdigit():
         raise ConfigError(f"--model-package {which}: `{NEWEST_APPROVED}` or a version number")
     _need_group(ctx)
-    versions = listed(ctx, APPROVED if which == NEWEST_APPROVED else None)
-    ctx.would_read("sagemaker", "describe_model_package", ModelPackageName=_stand_in(ctx).arn)
-    if ctx.dry_run:
-        return _stand_in(ctx, image)
     name = group_name(ctx)
     if which == NEWEST_APPROVED:
+        versions = listed(ctx, APPROVED)
+        ctx.would_read("sagemaker", "describe_model_package", ModelPackageName=_stand_in(ctx).arn)
+        if ctx.dry_run:
+            return _stand_in(ctx, image)
         if not versions:
             raise ConfigError(
                 f"--model-package {which}: model package group {name} has no Approved version; "
@@ -347,6 +347,8 @@ def resolve(ctx: Ctx, which: str, image: str | None = None) -> Version:
         version = describe(ctx, versions[0]["ModelPackageArn"])
     else:
         version = pick(ctx, int(which))
+        if ctx.dry_run:
+            return _stand_in(ctx, image)
     if version.status != APPROVED:
         raise ConfigError(
             f"--model-package {which}: version {version.number} of {name} is {version.status}, "
