@@ -327,11 +327,13 @@ def set_status(ctx: Ctx, version: Version, status: str, reason: str | None) -> V
 # ---- aws deploy --model-package ------------------------------------------------------------
 
 
-def resolve(ctx: Ctx, which: str, image: str | None = None) -> Version:
+def resolve(ctx: Ctx, which: str, image: str | None = None, asked: str = "") -> Version:
     """--model-package `approved` (the newest Approved version) or a version number; only
-    an Approved version is deployed. A dry run resolves to a stand-in."""
+    an Approved version is deployed. A dry run resolves to a stand-in. `asked`: the flag
+    errors name (default --model-package WHICH)."""
+    asked = asked or f"--model-package {which}"
     if which != NEWEST_APPROVED and not which.isdigit():
-        raise ConfigError(f"--model-package {which}: `{NEWEST_APPROVED}` or a version number")
+        raise ConfigError(f"{asked}: `{NEWEST_APPROVED}` or a version number")
     _need_group(ctx)
     name = group_name(ctx)
     if which == NEWEST_APPROVED:
@@ -341,7 +343,7 @@ def resolve(ctx: Ctx, which: str, image: str | None = None) -> Version:
             return _stand_in(ctx, image)
         if not versions:
             raise ConfigError(
-                f"--model-package {which}: model package group {name} has no Approved version; "
+                f"{asked}: model package group {name} has no Approved version; "
                 f"approve one first (aws approve --name {name} --version V)"
             )
         version = describe(ctx, versions[0]["ModelPackageArn"])
@@ -351,7 +353,7 @@ def resolve(ctx: Ctx, which: str, image: str | None = None) -> Version:
             return _stand_in(ctx, image)
     if version.status != APPROVED:
         raise ConfigError(
-            f"--model-package {which}: version {version.number} of {name} is {version.status}, "
+            f"{asked}: version {version.number} of {name} is {version.status}, "
             f"not Approved; approve it first (aws approve --name {name} --version {version.number})"
         )
     return version
@@ -382,7 +384,7 @@ def up_version(
     line = f"model version {version.number} of {group_name(ctx)} ({version.status}): "
     if not deploy_approved or version.status == APPROVED:
         return version, line + version.model_data
-    deployed = resolve(ctx, NEWEST_APPROVED, image)
+    deployed = resolve(ctx, NEWEST_APPROVED, image, "--deploy-approved")
     return deployed, line + (
         f"not Approved, so the endpoint gets (or keeps) Approved version {deployed.number}, "
         f"{deployed.model_data}"

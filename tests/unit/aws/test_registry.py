@@ -295,3 +295,33 @@ def test_approved_with_none_approved_says_how_to_approve_one():
         resolve(ctx, "approved")
     with pytest.raises(ConfigError, match="`approved` or a version number"):
         resolve(ctx, "newest")
+
+
+# ---- aws up's step 4 ------------------------------------------------------------------------
+
+
+def test_up_deploy_approved_keeps_the_approved_version_while_the_new_one_is_pending():
+    ctx, _, s = stubbed()
+    the_group(s)
+    versions(s, [summary(1, APPROVED, "dogs-00000001")])
+    s.add_response("create_model_package", {"ModelPackageArn": arn(2)})
+    the_group(s)
+    versions(s, [summary(1, APPROVED, "dogs-00000001")], status=APPROVED)
+    s.add_response("describe_model_package", described(1, APPROVED), {"ModelPackageName": arn(1)})
+    with s:
+        deployed, line = registry.up_version(ctx, JOB, job(), SERVE, False, True)
+        s.assert_no_pending_responses()
+    assert deployed.number == 1 and deployed.model_data == "s3://b/1/model.tar.gz"
+    assert line.startswith(f"model version 2 of dogs ({PENDING}): not Approved")
+    assert "Approved version 1" in line
+
+
+def test_up_approve_deploys_the_jobs_own_version():
+    ctx, _, s = stubbed()
+    the_group(s)
+    versions(s, [])
+    s.add_response("create_model_package", {"ModelPackageArn": arn(1)})
+    with s:
+        deployed, line = registry.up_version(ctx, JOB, job(), SERVE, True, True)
+    assert (deployed.number, deployed.status, deployed.model_data) == (1, APPROVED, MODEL)
+    assert line == f"model version 1 of dogs ({APPROVED}): {MODEL}"
