@@ -133,6 +133,10 @@ def real_run(aws_env, name: str, tmp_path) -> tuple[list, list[str]]:
         ["drift"],  # the trust policy changed behind our back: `aws iam` rewrites it
         ["iam"],
         [*chain, "--provisioned", "0"],
+        ["register", "--image", IMAGE],  # up registered the job's model: found, not again
+        ["approve"],
+        ["deploy", "--model-package", "approved"],
+        ["approve", "--reject", "--reason", "worse"],
         ["status"],
         ["down"],
         ["status", "--json"],

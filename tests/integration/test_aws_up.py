@@ -90,6 +90,7 @@ def test_up_then_a_rerun_reuses_everything_status_shows_it_and_down_removes_it(a
     model = sm.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
     artifacts = described["ModelArtifacts"]["S3ModelArtifacts"]
     assert model["PrimaryContainer"]["ModelDataUrl"] == artifacts
+    assert lines[3] == f"[4/8] model version 1 of {name} (PendingManualApproval): {artifacts}"
     assert model["PrimaryContainer"]["Image"] == SERVE
     tag = {"Key": "dogbreed:name", "Value": name}
     assert tag in sm.list_tags(ResourceArn=config["EndpointConfigArn"])["Tags"]
@@ -182,6 +183,8 @@ def test_up_then_a_rerun_reuses_everything_status_shows_it_and_down_removes_it(a
     present = {(r["resource"], r["name"]) for r in after if r["state"] != "missing"}
     assert present == {
         ("training job", job),  # SageMaker keeps job records
+        ("model package group", name),  # and down leaves the registry, a record too
+        ("model version", f"{name}/1"),
         ("function", name),
         ("alias", f"{name}:live"),
         ("function URL", url),

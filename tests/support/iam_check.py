@@ -111,11 +111,13 @@ SAGEMAKER_NAMES = {
     "EndpointConfigName": "endpoint-config",
     "EndpointName": "endpoint",
     "TransformJobName": "transform-job",
+    "ModelPackageGroupName": "model-package-group",
 }
 # Names a call carries that IAM reads as a condition key, not as a resource it checks:
 # CreateTransformJob is checked on the job, its model comes as sagemaker:ModelArn (the
 # Service Authorization Reference).
 SAGEMAKER_KEYS = {("create_transform_job", "ModelName"): ("sagemaker:ModelArn", "model")}
+PACKAGE_VERSION = 1  # a new version's number, which SageMaker picks
 TAGGING = {
     "iam": "iam:TagRole",
     "sagemaker": "sagemaker:AddTags",
@@ -185,6 +187,15 @@ def _sagemaker(op: str, params: dict[str, Any], region: str, account: str) -> li
         return [f"{prefix}/{resource.lower()}"]
     if op.startswith("list_"):
         return ["*"]  # no resource-level permissions
+    if op == "create_model_package":  # the new version, then its group (both checked)
+        group = params["ModelPackageGroupName"].lower()
+        return [
+            f"arn:aws:sagemaker:{region}:{account}:model-package/{group}/{PACKAGE_VERSION}",
+            f"arn:aws:sagemaker:{region}:{account}:model-package-group/{group}",
+        ]
+    version = params.get("ModelPackageArn") or params.get("ModelPackageName")
+    if version:  # a version, by its ARN: model-package/<group>/<version>
+        return [version.lower()]
     # IAM matches SageMaker ARNs in lower case.
     found = [
         f"arn:aws:sagemaker:{region}:{account}:{kind}/{params[key].lower()}"

@@ -43,6 +43,7 @@ MAX_CHARS = {
     "CloudWatch alarm": 255,
     "scaling policy": 256,
     "log group": 512,
+    "model package group": 63,
 }
 
 # Error codes that mean "no such resource", per call. Checked against the operation's
@@ -63,6 +64,9 @@ MISSING: dict[tuple[str, str], tuple[str, ...]] = {
     ("sagemaker", "describe_model"): ("ValidationException",),
     ("sagemaker", "describe_endpoint_config"): ("ValidationException",),
     ("sagemaker", "describe_endpoint"): ("ValidationException",),
+    # No error shapes either: SageMaker (and moto) answer ValidationException "... does not
+    # exist."
+    ("sagemaker", "describe_model_package_group"): ("ValidationException",),
     ("sagemaker", "delete_model"): ("ValidationException",),
     ("sagemaker", "delete_endpoint_config"): ("ValidationException",),
     ("sagemaker", "delete_endpoint"): ("ValidationException",),
@@ -152,6 +156,7 @@ class Names:
             *[("CloudWatch alarm", alarm) for alarm in self.alarms],
             ("scaling policy", self.scaling_policy),
             ("log group", self.log_group),
+            ("model package group", self.name),
         ]
 
     def check(self) -> Names:

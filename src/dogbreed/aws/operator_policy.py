@@ -147,6 +147,34 @@ OPERATOR: tuple[Grant, ...] = (
         ),
         ("*",),
     ),
+    # register, approve, deploy --model-package, up, status, down: N's model registry, the
+    # model package group N (model-package-group/<name>) and its versions
+    # (model-package/<group>/<version>). CreateModelPackage is checked on both. Nothing
+    # deletes them: a registry is a record.
+    Grant(
+        "ModelPackageGroup",
+        (
+            "sagemaker:CreateModelPackageGroup",
+            "sagemaker:DescribeModelPackageGroup",
+            "sagemaker:CreateModelPackage",
+            "sagemaker:AddTags",
+            "sagemaker:ListTags",
+        ),
+        (SM + ":model-package-group/{sm}",),
+    ),
+    Grant(
+        "ModelVersions",
+        (
+            "sagemaker:CreateModelPackage",
+            "sagemaker:DescribeModelPackage",
+            "sagemaker:UpdateModelPackage",
+            "sagemaker:AddTags",
+        ),
+        (SM + ":model-package/{sm}/*",),
+    ),
+    # The service authorization reference gives ListModelPackages an optional
+    # model-package resource, but a listing names no version: "*".
+    Grant("ListModelVersions", ("sagemaker:ListModelPackages",), ("*",)),
     # autoscale, down: a scalable target's ARN holds an ID AWS picks, so the condition keys
     # narrow these to SageMaker variants; the sagemaker actions above narrow them to N's.
     Grant(

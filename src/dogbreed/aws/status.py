@@ -2,10 +2,11 @@
 
 Reads only: the two roles, N's newest training job and newest batch transform job,
 the endpoint with its variant's capacity, the endpoint config and model it runs, the
-scalable target and scaling policy, the alarms, the function, its alias 'live' and
-its function URL. A resource that carries no dogbreed:name=N tag is shown as someone
-else's. A dry run prints the read requests instead (with stand-in names where a real
-run takes a name from an earlier answer).
+model registry's newest versions (the live one marked), the scalable target and scaling
+policy, the alarms, the function, its alias 'live' and its function URL. A resource
+that carries no dogbreed:name=N tag is shown as someone else's. A dry run prints the
+read requests instead (with stand-in names where a real run takes a name from an
+earlier answer).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def cmd_status(ctx: Ctx, as_json: bool = False) -> list[Row]:
         *_training(ctx),
         *_transform(ctx),
         *endpoint_rows,
+        *_registry(ctx, endpoint),
         *_scaling(ctx, serverless),
         *_alarms(ctx),
         *_function(ctx),
@@ -190,6 +192,13 @@ def _endpoint(ctx: Ctx) -> tuple[dict[str, Any] | None, list[Row]]:
     elif config is not None:
         rows.append(Row("model", model_name, MISSING))
     return endpoint, rows
+
+
+def _registry(ctx: Ctx, endpoint: dict[str, Any] | None) -> list[Row]:
+    """N's model package group and its newest versions (registry.py), the live one marked."""
+    from dogbreed.aws.registry import status_rows
+
+    return [Row(*row) for row in status_rows(ctx, endpoint)]
 
 
 def _scaling(ctx: Ctx, serverless: bool) -> list[Row]:

@@ -8,8 +8,8 @@ endpoint (left with a foreign endpoint), the function's log group with the funct
 Each step tolerates a resource that is already gone (context.MISSING), so `down` can
 be rerun after a partial failure. It ends with a line naming what it leaves: data,
 artifacts, images and records that outlive a deployment (training, tuning and
-transform jobs: SageMaker has no call that deletes one), SageMaker's own log groups,
-and the same-named resources that were not N's.
+transform jobs: SageMaker has no call that deletes one; the model registry),
+SageMaker's own log groups, and the same-named resources that were not N's.
 
 A dry run finds nothing, so it treats every resource as N's: it prints every delete
 request and records the reads a real run makes before them (stand-in names where a
@@ -53,6 +53,14 @@ def cmd_down(ctx: Ctx, keep_roles: bool = False) -> list[str]:
     return left
 
 
+def _registry(ctx: Ctx) -> str:
+    """The model registry, left: a record of what was trained and approved (registry.py)."""
+    from dogbreed.aws.registry import left_in_place
+
+    kept = left_in_place(ctx)
+    return f"; {kept}" if kept else ""
+
+
 def _nothing(ctx: Ctx, keep_roles: bool) -> str:
     """What a `down` that deleted nothing found: every kind it looked for, already gone."""
     n = ctx.names
@@ -92,6 +100,7 @@ def _left(ctx: Ctx, foreign: list[str], keep_roles: bool = False) -> str:
     )
     if keep_roles:
         line += f"; the roles {n.sagemaker_role} and {n.lambda_role} (--keep-roles)"
+    line += _registry(ctx)
     if foreign:
         line += f"; not N's (no tag {TAG_KEY}={n.name}): {', '.join(foreign)}"
     return line

@@ -8,7 +8,11 @@
                      or Stopped job is reported with SageMaker's reason and the chain stops;
                      `--retrain` starts the next attempt under its own name (N-<digest of the
                      request and the attempt>), resuming from the same checkpoint prefix
-  [4/8] model data   the job's ModelArtifacts
+  [4/8] model version
+                     the job's ModelArtifacts, registered as a version of N's model
+                     registry (`aws register`; Approved with --approve). With
+                     --deploy-approved the endpoint gets the newest Approved version
+                     instead while the job's is pending (the live endpoint keeps it)
   [5/8] endpoint     `aws deploy` (model, endpoint config, alarms, endpoint or its update)
   [6/8] autoscaling  `aws autoscale` (none for a serverless endpoint: it scales by itself)
   [7/8] alarms       their state (deploy makes them before the endpoint: an update rolls
@@ -46,7 +50,8 @@ from dogbreed.aws.functions import (
     concurrency_settings,
     s3_input_prefix,
 )
-from dogbreed.aws.policies import deployment_uri, split_s3
+from dogbreed.aws.policies import split_s3
+from dogbreed.aws.registry import Version, up_version
 from dogbreed.aws.roles import cmd_iam
 from dogbreed.aws.storage import UploadOptions, cmd_upload_data
 from dogbreed.aws.training import TrainOptions, resolve, training_job_request, wait_training
@@ -85,6 +90,8 @@ class UpOptions:
     function: LambdaOptions
     retrain: bool = False
     progress: bool = False  # an upload progress bar on stderr
+    approve: bool = False  # the job's model version registered Approved
+    deploy_approved: bool = False  # deploy the newest Approved version, not the job's
 
 
 @dataclass(frozen=True)
@@ -103,8 +110,8 @@ def cmd_up(ctx: Ctx, opts: UpOptions) -> Summary:
     _step(ctx, 1, "data", lambda: _data(ctx, opts.data, opts.progress))
     _step(ctx, 2, "IAM roles", lambda: _iam(ctx))
     name, job = _step(ctx, 3, "training job", lambda: ensure_training(ctx, opts))
-    model_data = _step(ctx, 4, "model data", lambda: _model_data(ctx, name, job))
-    deploy = replace(opts.deploy, model_data=model_data)
+    version = _step(ctx, 4, "model version", lambda: _model_version(ctx, name, job, opts))
+    deploy = replace(opts.deploy, image=version.image, model_data=version.model_data)
     endpoint = _step(ctx, 5, f"endpoint {ctx.names.endpoint}", lambda: _endpoint(ctx, deploy, plan))
     _step(ctx, 6, "autoscaling", lambda: _autoscaling(ctx, opts.scale, plan))
     _step(ctx, 7, "alarms", lambda: _alarms(ctx))
@@ -239,12 +246,9 @@ def _create_job(ctx: Ctx, request: dict[str, Any], name: str) -> None:
     ctx.say(f"created training job {name}")
 
 
-def _model_data(ctx: Ctx, name: str, job: dict | None) -> tuple[str, str]:
-    if job is not None:
-        uri = job["ModelArtifacts"]["S3ModelArtifacts"]
-    else:  # a dry run: where SageMaker puts a job's model
-        uri = f"{deployment_uri(ctx.config['output'], ctx.names.name)}/{name}/output/model.tar.gz"
-    return uri, f"model data {uri}"
+def _model_version(ctx: Ctx, name: str, job: dict | None, opts: UpOptions) -> tuple[Version, str]:
+    image, approve = opts.deploy.image, opts.approve
+    return up_version(ctx, name, job, image, approve, opts.deploy_approved)
 
 
 def capacity(plan: Plan) -> str:

@@ -9,7 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dogbreed.cli.aws_flags import deploy_flags, endpoint_flags, transform_flags
+from dogbreed.cli.aws_flags import (
+    REGISTER_HELP,
+    approve_flags,
+    deploy_flags,
+    endpoint_flags,
+    register_flags,
+    transform_flags,
+    up_registry_flags,
+)
 
 if TYPE_CHECKING:  # for annotations only: the aws modules load when a verb runs
     from dogbreed.aws.context import Ctx
@@ -143,6 +151,8 @@ def add_aws(sub) -> None:
     invoke = verb("invoke", "classify an image through the Lambda (or --endpoint)")
     invoke.add_argument("image", type=Path, help="image file")
     invoke.add_argument("--endpoint", action="store_true", help="call the endpoint directly")
+    register_flags(verb("register", REGISTER_HELP))
+    approve_flags(verb("approve", "approve (or --reject) a version of N's model registry"))
     up = verb("up", UP_HELP)
     _up_args(up)
     _adopt_flag(up)
@@ -193,6 +203,7 @@ def _up_args(up: argparse.ArgumentParser) -> None:
         help="when this request's last training job Failed or was Stopped, start a new one "
         "(default: report SageMaker's reason and stop)",
     )
+    up_registry_flags(up)
     up.add_argument("--train-instance-type", help="training instance type, e.g. ml.g5.xlarge")
     up.add_argument("--train-instance-count", type=int, help="2 or more: one distributed job")
     _training_flags(up)
@@ -265,17 +276,36 @@ def _deploy_options(
 
 def _deploy(ctx: Ctx, args: argparse.Namespace) -> None:
     from dogbreed.aws.endpoint import cmd_deploy
+    from dogbreed.aws.registry import cmd_deploy_package
+    from dogbreed.core.errors import ConfigError
 
+    if args.model_data and not args.image:
+        raise ConfigError("--model-data needs --image (the serve image URI)")
     options = _deploy_options(
         args,
-        args.image,
-        args.model_data,
+        args.image or "",  # with --model-package: the version's, once resolved
+        args.model_data or "",
         canary_percent=args.canary_percent,
         bake_minutes=args.bake_minutes,
         error_rate=args.alarm_error_rate,
         latency_ms=args.alarm_latency_ms,
     )
-    cmd_deploy(ctx, options)
+    if args.model_package:
+        cmd_deploy_package(ctx, options, args.model_package)
+    else:
+        cmd_deploy(ctx, options)
+
+
+def _register(ctx: Ctx, args: argparse.Namespace) -> None:
+    from dogbreed.aws.registry import RegisterOptions, cmd_register
+
+    cmd_register(ctx, RegisterOptions(args.image, args.training_job, args.approve))
+
+
+def _approve(ctx: Ctx, args: argparse.Namespace) -> None:
+    from dogbreed.aws.registry import cmd_approve
+
+    cmd_approve(ctx, args.version, args.reject, args.reason)
 
 
 def _transform(ctx: Ctx, args: argparse.Namespace) -> None:
@@ -350,7 +380,11 @@ def _up(ctx: Ctx, args: argparse.Namespace) -> None:
     scale = ScaleOptions(min=args.min, max=args.max)
     function = LambdaOptions(None, args.reserved, args.provisioned, None, args.public_url)
     progress = sys.stderr.isatty()
-    cmd_up(ctx, UpOptions(args.source, train, deploy, scale, function, args.retrain, progress))
+    registry = {"approve": args.approve, "deploy_approved": args.deploy_approved}
+    cmd_up(
+        ctx,
+        UpOptions(args.source, train, deploy, scale, function, args.retrain, progress, **registry),
+    )
 
 
 def _status(ctx: Ctx, args: argparse.Namespace) -> None:
@@ -380,6 +414,8 @@ VERBS: dict[str, Callable[[Ctx, argparse.Namespace], None]] = {
     "autoscale": _autoscale,
     "lambda": _lambda,
     "invoke": _invoke,
+    "register": _register,
+    "approve": _approve,
     "up": _up,
     "status": _status,
     "down": _down,

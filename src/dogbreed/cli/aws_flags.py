@@ -51,8 +51,17 @@ def endpoint_flags(parser: argparse.ArgumentParser) -> None:
 
 def deploy_flags(deploy: argparse.ArgumentParser) -> None:
     """`aws deploy`: what runs the model, how a new one rolls out, when it rolls back."""
-    deploy.add_argument("--image", required=True, help="serve image URI")
-    deploy.add_argument("--model-data", required=True, help="s3://.../model.tar.gz")
+    deploy.add_argument(
+        "--image", help="serve image URI (with --model-package: default the version's image)"
+    )
+    model = deploy.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model-data", help="s3://.../model.tar.gz (needs --image)")
+    model.add_argument(
+        "--model-package",
+        metavar="approved|V",
+        help="a version of N's model registry (aws register): `approved` for the newest "
+        "Approved version, or its number; one not Approved is refused",
+    )
     endpoint_flags(deploy)
     deploy.add_argument(
         "--canary-percent",
@@ -121,6 +130,50 @@ def transform_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", help="with --model-data: serve image URI")
     parser.add_argument("--wait", action="store_true", help="follow the job until it ends")
     parser.add_argument("--timeout", type=float, default=86400, help="--wait limit, seconds")
+
+
+REGISTER_HELP = (
+    "a training job's model as a version of N's model registry (the model package group N): "
+    "image, model data, metrics; PendingManualApproval unless --approve"
+)
+
+
+def register_flags(register: argparse.ArgumentParser) -> None:
+    register.add_argument("--image", required=True, help="serve image URI")
+    register.add_argument(
+        "--training-job", help="one of N's training jobs (default: the newest Completed one)"
+    )
+    register.add_argument("--approve", action="store_true", help="register it Approved")
+    _adopt(register)
+
+
+def approve_flags(approve: argparse.ArgumentParser) -> None:
+    approve.add_argument("--version", type=int, help="its number (default: the newest)")
+    approve.add_argument("--reject", action="store_true", help="reject it instead (needs --reason)")
+    approve.add_argument("--reason", help="why: the version's ApprovalDescription")
+    _adopt(approve)
+
+
+def up_registry_flags(up: argparse.ArgumentParser) -> None:
+    """`aws up`'s step 4 registers the job's model: how its version is approved and used."""
+    up.add_argument(
+        "--approve", action="store_true", help="register the job's model version Approved"
+    )
+    up.add_argument(
+        "--deploy-approved",
+        action="store_true",
+        help="deploy the registry's newest Approved version, not the job's model, while the "
+        "job's version is pending",
+    )
+
+
+def _adopt(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--adopt",
+        action="store_true",
+        help="take over a same-named model package group that dogbreed did not create for N "
+        "(tags it dogbreed:name=N)",
+    )
 
 
 # ---- dispatch: verb -> handler(ctx, args); the aws modules are imported only here ------------

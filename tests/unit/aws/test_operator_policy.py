@@ -39,7 +39,11 @@ MODEL_DATA = f"{CONFIG['output']}/{NAME}/{NAME}-0123abcd/output/model.tar.gz"
 VARIANTS = {
     "invoke": [["--endpoint"]],
     "iam": [["--operator-policy"], ["--admin-policy"], ["--adopt"]],
-    "up": [["--data", DATA, "--serverless", "--retrain", "--public-url", "--adopt"]],
+    "up": [
+        ["--data", DATA, "--serverless", "--retrain", "--public-url", "--adopt"],
+        ["--approve", "--deploy-approved"],
+        ["--deploy-approved"],
+    ],
     "status": [["--json"]],
     "down": [["--keep-roles"]],
     "lambda": [["--provisioned", "0", "--adopt"]],
@@ -47,6 +51,18 @@ VARIANTS = {
         ["--jsonlines", "--wait", "--instance-count", "2"],
         ["--model-data", MODEL_DATA, "--image", IMAGE, "--adopt"],
         ["--output", f"{CONFIG['output']}/{NAME}/scores"],
+    ],
+    "register": [["--training-job", f"{NAME}-0123abcd", "--approve", "--adopt"]],
+    "approve": [["--version", "2"], ["--reject", "--reason", "x", "--adopt"]],
+    "deploy": [["--adopt"]],
+}
+# Required choices (an argparse group that takes exactly one): each run of the verb takes
+# one of these in turn.
+ONE_OF = {
+    "deploy": [
+        ["--image", "IMAGE", "--model-data", "MODEL_DATA"],
+        ["--model-package", "approved"],
+        ["--model-package", "3", "--image", "IMAGE"],
     ],
 }
 # What the administrator's policy alone allows: creating, changing, adopting and deleting
@@ -97,13 +113,16 @@ def required_args(verb: str, tmp_path) -> list[str]:
 def dry_runs(verb: str, tmp_path) -> list:
     """The contexts of the verb's dry runs (its VARIANTS too), requests recorded."""
     base = [verb, *required_args(verb, tmp_path), "--config", str(tmp_path / "aws.json")]
+    values = {"IMAGE": IMAGE, "MODEL_DATA": samples(tmp_path)["model_data"]}
     contexts = []
-    for extra in [[], *VARIANTS.get(verb, [])]:
-        ctx, error = run_verb(*base, "--dry-run", *extra)
-        # Only a call that must be sent even in a dry run (invoke) can fail here, and it is
-        # the last request: nothing after it is missed.
-        assert error is None or "Unable to locate credentials" in str(error), error
-        contexts.append(ctx)
+    for choice in ONE_OF.get(verb, [[]]):
+        chosen = [values.get(word, word) for word in choice]
+        for extra in [[], *VARIANTS.get(verb, [])]:
+            ctx, error = run_verb(*base, *chosen, "--dry-run", *extra)
+            # Only a call that must be sent even in a dry run (invoke) can fail here, and it
+            # is the last request: nothing after it is missed.
+            assert error is None or "Unable to locate credentials" in str(error), error
+            contexts.append(ctx)
     return contexts
 
 
