@@ -115,6 +115,13 @@ def add_aws(sub) -> None:
     scale.add_argument("--target", type=float, help="invocations per instance per minute")
     scale.add_argument("--scale-in-cooldown", type=int, help="seconds")
     scale.add_argument("--scale-out-cooldown", type=int, help="seconds")
+    scale.add_argument(
+        "--async",
+        dest="asynchronous",
+        action="store_true",
+        help="scale an asynchronous endpoint on its backlog, from --min 0 (found by itself "
+        "on an endpoint deployed with --async; --target: requests waiting per instance)",
+    )
     lam = verb("lambda", "the Lambda function, version, alias 'live', concurrency and function URL")
     lam.add_argument("--zip", type=Path, help="function zip (default: built on the fly)")
     lam.add_argument("--reserved", type=int, help="reserved concurrency")
@@ -136,6 +143,16 @@ def add_aws(sub) -> None:
     invoke = verb("invoke", "classify an image through the Lambda (or --endpoint)")
     invoke.add_argument("image", type=Path, help="image file")
     invoke.add_argument("--endpoint", action="store_true", help="call the endpoint directly")
+    invoke.add_argument(
+        "--async",
+        dest="asynchronous",
+        action="store_true",
+        help="through S3: upload the image to N's async input prefix, InvokeEndpointAsync, "
+        "wait for the answer (an endpoint deployed with --async)",
+    )
+    invoke.add_argument(
+        "--timeout", type=float, default=1800, help="--async: seconds to wait for the answer"
+    )
     up = verb("up", UP_HELP)
     _up_args(up)
     _adopt_flag(up)
@@ -267,12 +284,16 @@ def _deploy(ctx: Ctx, args: argparse.Namespace) -> None:
         bake_minutes=args.bake_minutes,
         error_rate=args.alarm_error_rate,
         latency_ms=args.alarm_latency_ms,
+        asynchronous=args.asynchronous,
+        notify=args.notify,
+        capture_percent=args.capture_percent,
     )
     cmd_deploy(ctx, options)
 
 
 def _autoscale(ctx: Ctx, args: argparse.Namespace) -> None:
-    from dogbreed.aws.endpoint import ScaleOptions, cmd_autoscale
+    from dogbreed.aws.async_ops import cmd_autoscale  # endpoint.py's for other endpoints
+    from dogbreed.aws.endpoint import ScaleOptions
 
     cmd_autoscale(
         ctx,
@@ -283,6 +304,7 @@ def _autoscale(ctx: Ctx, args: argparse.Namespace) -> None:
             scale_in_cooldown=args.scale_in_cooldown,
             scale_out_cooldown=args.scale_out_cooldown,
         ),
+        asynchronous=args.asynchronous,
     )
 
 
@@ -298,9 +320,15 @@ def _lambda(ctx: Ctx, args: argparse.Namespace) -> None:
 
 
 def _invoke(ctx: Ctx, args: argparse.Namespace) -> None:
+    from dogbreed.aws.asynchronous import cmd_invoke_async
     from dogbreed.aws.functions import InvokeOptions, cmd_invoke
 
-    answer = cmd_invoke(ctx, InvokeOptions(args.image, args.endpoint))
+    if args.asynchronous:
+        answer = cmd_invoke_async(ctx, args.image, args.timeout)
+        if answer is None:  # a dry run
+            return
+    else:
+        answer = cmd_invoke(ctx, InvokeOptions(args.image, args.endpoint))
     score = answer["score"]
     shown = f"{score:.3f}" if isinstance(score, int | float) else score
     print(f"{args.image}: {answer['breed']} (index {answer['index']}, p={shown})")

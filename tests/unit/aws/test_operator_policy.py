@@ -35,7 +35,9 @@ NAME = "Dogs"  # upper case on purpose: IAM matches SageMaker ARNs in lower case
 IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed:abc1234"
 # Runs beyond each verb with its required arguments: flags that take another path.
 VARIANTS = {
-    "invoke": [["--endpoint"]],
+    "invoke": [["--endpoint"], ["--async"]],
+    "deploy": [["--async", "--notify", "--capture-percent", "10", "--adopt"]],
+    "autoscale": [["--async", "--adopt"]],
     "iam": [["--operator-policy"], ["--admin-policy"], ["--adopt"]],
     "up": [["--data", DATA, "--serverless", "--retrain", "--public-url", "--adopt"]],
     "status": [["--json"]],
@@ -99,7 +101,7 @@ def dry_runs(verb: str, tmp_path) -> list:
 
 
 def operator() -> dict:
-    return operator_policy(Names(NAME), REGION, ACCOUNT, DATA)
+    return operator_policy(Names(NAME), REGION, ACCOUNT, DATA, CONFIG["output"])
 
 
 def admin() -> dict:
