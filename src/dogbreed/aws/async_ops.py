@@ -153,7 +153,8 @@ def _ensure_policy(ctx: Ctx, name: str, policy_type: str, config: dict[str, Any]
         ResourceId=ctx.names.scaling_resource,
         PolicyNames=[name],
     )
-    existing = (found or {}).get("ScalingPolicies", [])
+    # By name here too: PolicyNames filters on AWS, not on every emulator.
+    existing = [p for p in (found or {}).get("ScalingPolicies", []) if p["PolicyName"] == name]
     key = POLICY_CONFIG[policy_type]
     if existing and existing[0].get(key) == config:
         ctx.say(f"scaling policy {name} unchanged")
@@ -309,6 +310,7 @@ def delete_policies(ctx: Ctx) -> None:
         PolicyNames=names,
     )
     listed = names if ctx.dry_run else [p["PolicyName"] for p in found["ScalingPolicies"]]
+    listed = [name for name in names if name in listed]  # by name: see _ensure_policy
     for name in listed:
         ctx.delete("application-autoscaling", "delete_scaling_policy", PolicyName=name, **target)
 

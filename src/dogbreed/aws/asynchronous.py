@@ -307,7 +307,7 @@ def await_answer(ctx: Ctx, image: Path, answer: dict[str, Any], timeout_s: float
     places = [(answer["OutputLocation"], False)]
     if answer.get("FailureLocation"):
         places.append((answer["FailureLocation"], True))
-    start, shown = time.monotonic(), 0.0
+    start, shown = time.monotonic(), -float(PROGRESS_S)  # a line at the first wait
     for _ in range(math.ceil(timeout_s / POLL_S) + 1):  # the clock bounds it too
         for uri, failed in places:
             bucket, key = split_s3(uri)
