@@ -129,6 +129,21 @@ def real_run(aws_env, name: str, tmp_path) -> tuple[list, list[str]]:
         lam,  # removes the provisioned concurrency it finds
         ["lambda", "--dry-run"],
         ["down"],
+        # An asynchronous endpoint: its topics, scaling to zero, its status and teardown.
+        [
+            "deploy",
+            "--image",
+            IMAGE,
+            "--model-data",
+            model,
+            "--async",
+            "--notify",
+            "--capture-percent",
+            "10",
+        ],
+        ["autoscale"],
+        ["status"],
+        ["down"],
         ["iam"],
         ["drift"],  # the trust policy changed behind our back: `aws iam` rewrites it
         ["iam"],
@@ -159,7 +174,7 @@ def real_run(aws_env, name: str, tmp_path) -> tuple[list, list[str]]:
 
 def test_the_operator_policy_covers_a_real_run_exactly(aws_env, tmp_path):
     name = unique()
-    policy = operator_policy(Names(name), REGION, ACCOUNT, DATA)
+    policy = operator_policy(Names(name), REGION, ACCOUNT, DATA, CONFIG["output"])
     admin = admin_policy(Names(name), ACCOUNT)
     requests, errors = real_run(aws_env, name, tmp_path)
     # moto has no UpdateEndpoint: a redeploy ends there, its request recorded.
@@ -185,7 +200,12 @@ def test_the_operator_policy_covers_a_real_run_exactly(aws_env, tmp_path):
     ):
         assert taken in operations, (taken, errors)
     # Nothing granted that no request needed, but the invoke calls: the emulator runs no
-    # function (the unit tests check them in the dry runs).
-    unreached = {"lambda:InvokeFunction", "sagemaker:InvokeEndpoint"}
+    # function, and writes an asynchronous answer outside the output path the endpoint
+    # config names (the unit tests check them in the dry runs).
+    unreached = {
+        "lambda:InvokeFunction",
+        "sagemaker:InvokeEndpoint",
+        "sagemaker:InvokeEndpointAsync",
+    }
     assert policy_actions(policy) - needed == unreached, policy_actions(policy) - needed
     assert policy_actions(admin) <= needed

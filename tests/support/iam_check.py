@@ -125,6 +125,7 @@ TAGGING = {
     "application-autoscaling": "application-autoscaling:TagResource",
     "cloudwatch": "cloudwatch:TagResource",
     "logs": "logs:TagResource",
+    "sns": "sns:TagResource",
 }
 PASSED_TO = {"sagemaker": "sagemaker.amazonaws.com", "lambda": "lambda.amazonaws.com"}
 ROLE_ARN = re.compile(r"^arn:aws:iam::\d{12}:role/")
@@ -172,6 +173,10 @@ def resources(service: str, op: str, params: dict[str, Any], region: str, accoun
         if "Key" not in params:  # a listing: the bucket
             return [f"arn:aws:s3:::{params['Bucket']}"]
         return [f"arn:aws:s3:::{params['Bucket']}/{params['Key']}"]
+    if service == "sns":  # CreateTopic names the topic; the others take its ARN
+        if "Name" in params:
+            return [f"arn:aws:sns:{region}:{account}:{params['Name']}"]
+        return [params.get("TopicArn") or params["ResourceArn"]]
     if "ResourceARN" in params:  # tagging calls name the resource by its ARN
         return [params["ResourceARN"]]
     if service == "cloudwatch":

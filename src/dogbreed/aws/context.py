@@ -44,6 +44,7 @@ MAX_CHARS = {
     "scaling policy": 256,
     "log group": 512,
     "model package group": 63,
+    "SNS topic": 256,
 }
 
 # Error codes that mean "no such resource", per call. Checked against the operation's
@@ -86,6 +87,7 @@ MISSING: dict[tuple[str, str], tuple[str, ...]] = {
     ("cloudwatch", "delete_alarms"): ("ResourceNotFound",),
     # A HEAD answer has no body: botocore reports its HTTP status as the code.
     ("s3", "head_object"): ("404", "NoSuchKey"),
+    ("sns", "get_topic_attributes"): ("NotFound",),
 }
 
 
@@ -157,6 +159,10 @@ class Names:
             ("scaling policy", self.scaling_policy),
             ("log group", self.log_group),
             ("model package group", self.name),
+            *[("SNS topic", topic) for topic in self.async_topics],
+            ("CloudWatch alarm", self.backlog_alarm),
+            ("scaling policy", self.backlog_policy),
+            ("scaling policy", self.backlog_tracking_policy),
         ]
 
     def check(self) -> Names:
@@ -210,6 +216,26 @@ class Names:
     def alarms(self) -> tuple[str, str]:
         """The endpoint's CloudWatch alarms: 5XX error rate, then model latency."""
         return (f"{self.name}-5xx-errors", f"{self.name}-model-latency")
+
+    @property
+    def async_topics(self) -> tuple[str, str]:
+        """An asynchronous endpoint's SNS topics (--notify): success, then error."""
+        return (f"{self.name}-async-success", f"{self.name}-async-error")
+
+    @property
+    def backlog_alarm(self) -> str:
+        """The alarm that wakes an asynchronous endpoint scaled to zero."""
+        return f"{self.name}-backlog-without-capacity"
+
+    @property
+    def backlog_policy(self) -> str:
+        """The step scaling policy that alarm runs: one instance when requests wait."""
+        return f"{self.name}-backlog-without-capacity"
+
+    @property
+    def backlog_tracking_policy(self) -> str:
+        """Target tracking of an asynchronous endpoint's backlog per instance."""
+        return f"{self.name}-backlog-per-instance"
 
     @property
     def tags(self) -> list[dict[str, str]]:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from dogbreed.aws import asynchronous
 from dogbreed.aws.alarms import Thresholds, check_thresholds, claim_alarms, ensure_alarms
 from dogbreed.aws.config import digest
 from dogbreed.aws.context import VARIANT, Ctx
@@ -50,6 +51,9 @@ class DeployOptions:
     bake_minutes: int | None = None
     error_rate: float | None = None
     latency_ms: float | None = None
+    asynchronous: bool | None = None  # asynchronous.py: --async, --notify, --capture-percent
+    notify: bool | None = None
+    capture_percent: int | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class ScaleOptions:
 def cmd_deploy(ctx: Ctx, opts: DeployOptions) -> dict[str, Any] | None:
     """Deploy; DescribeEndpoint's answer once InService (None in a dry run)."""
     plan = make_plan(ctx, opts)
+    extras = asynchronous.prepare(ctx, opts, plan.serverless)
     live = ctx.find("sagemaker", "describe_endpoint", EndpointName=ctx.names.endpoint)
     if live is not None and plan.serverless and not is_serverless(live):
         raise ConfigError(  # before anything is created for a switch that cannot happen
@@ -84,10 +89,10 @@ def cmd_deploy(ctx: Ctx, opts: DeployOptions) -> dict[str, Any] | None:
             "to serverless: deploy under another --name, or delete it first "
             f"(aws down --name {ctx.names.name})"
         )
-    model = _model_request(ctx, opts, isolated=not plan.serverless)
+    model = _model_request(ctx, opts, isolated=not plan.serverless, env=extras.environment)
     model_name = f"{ctx.names.name}-{digest(model)}"
     variants = [{"VariantName": VARIANT, "ModelName": model_name, **plan.capacity}]
-    config_name = f"{ctx.names.name}-{digest(variants)}"
+    config_name = f"{ctx.names.name}-{digest(extras.named(variants))}"
     # What exists is checked for N's tag before anything changes (--adopt takes it over).
     claim_endpoint(ctx, live)
     found_model = _claimed(ctx, "model", "describe_model", "ModelName", model_name)
@@ -95,8 +100,10 @@ def cmd_deploy(ctx: Ctx, opts: DeployOptions) -> dict[str, Any] | None:
         ctx, "endpoint-config", "describe_endpoint_config", "EndpointConfigName", config_name
     )
     found_alarms = claim_alarms(ctx)
+    found_topics = asynchronous.claim_topics(ctx, extras)
+    asynchronous.ensure_topics(ctx, extras, found_topics)  # before a config names them
     _ensure_model(ctx, model_name, model, found_model)
-    _ensure_endpoint_config(ctx, config_name, variants, found_config)
+    _ensure_endpoint_config(ctx, config_name, variants, found_config, extras.config)
     alarms = ensure_alarms(ctx, plan.thresholds, found_alarms)  # before an update names them
     updated = _ensure_endpoint(ctx, live, config_name, plan, alarms)
     if ctx.dry_run:
@@ -204,15 +211,17 @@ def _serverless_config(memory_mb: int, concurrency: int) -> dict[str, int]:
     return {"MemorySizeInMB": memory_mb, "MaxConcurrency": concurrency}
 
 
-def _model_request(ctx: Ctx, opts: DeployOptions, isolated: bool) -> dict[str, Any]:
-    """CreateModel's settings (its name is N-<digest of them>)."""
+def _model_request(
+    ctx: Ctx, opts: DeployOptions, isolated: bool, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """CreateModel's settings (its name is N-<digest of them>); `env`: variables added."""
     workers = settings.MODEL_SERVER_WORKERS
     default = settings.SERVE_ENV[workers].default  # None: the server sizes it by memory
     return {
         "PrimaryContainer": {
             "Image": opts.image,
             "ModelDataUrl": opts.model_data,
-            "Environment": {} if default is None else {workers: default},
+            "Environment": {**({} if default is None else {workers: default}), **(env or {})},
         },
         "ExecutionRoleArn": ctx.role_arn(ctx.names.sagemaker_role),
         # The container needs no network (model load never touches it), but serverless
@@ -230,7 +239,11 @@ def _ensure_model(ctx: Ctx, name: str, model: dict[str, Any], found: dict | None
 
 
 def _ensure_endpoint_config(
-    ctx: Ctx, name: str, variants: list[dict[str, Any]], found: dict | None
+    ctx: Ctx,
+    name: str,
+    variants: list[dict[str, Any]],
+    found: dict | None,
+    extra: dict[str, Any] | None = None,  # asynchronous.Extras.config
 ) -> None:
     if found:
         ctx.say(f"endpoint config {name} unchanged")
@@ -240,6 +253,7 @@ def _ensure_endpoint_config(
             "create_endpoint_config",
             EndpointConfigName=name,
             ProductionVariants=variants,
+            **(extra or {}),
             Tags=ctx.names.tags,  # `aws down` deletes only configs with N's tag
         )
         ctx.say(f"created endpoint config {name}")

@@ -15,7 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dogbreed.aws.policies import DIGEST, TUNING_NAME_CHARS, VERSION, objects_arn, split_s3
+from dogbreed.aws.policies import (
+    DIGEST,
+    TUNING_NAME_CHARS,
+    VERSION,
+    deployment_uri,
+    objects_arn,
+    split_s3,
+)
 
 if TYPE_CHECKING:
     from dogbreed.aws.context import Names
@@ -275,6 +282,39 @@ OPERATOR: tuple[Grant, ...] = (
             "arn:aws:logs:{region}:{account}:log-group:{n.log_group}:*",
         ),
     ),
+    # deploy --async --notify, status, down: N's two SNS topics, created tagged and deleted
+    # only when ListTagsForResource shows N's tag.
+    Grant(
+        "AsyncTopics",
+        (
+            "sns:CreateTopic",
+            "sns:TagResource",
+            "sns:ListTagsForResource",
+            "sns:GetTopicAttributes",
+            "sns:DeleteTopic",
+        ),
+        (
+            "arn:aws:sns:{region}:{account}:{n.async_topics[0]}",
+            "arn:aws:sns:{region}:{account}:{n.async_topics[1]}",
+        ),
+    ),
+    # autoscale on an asynchronous endpoint, status, down: the alarm that wakes it from zero.
+    Grant(
+        "WakeAlarm",
+        (
+            "cloudwatch:PutMetricAlarm",
+            "cloudwatch:TagResource",
+            "cloudwatch:DescribeAlarms",
+            "cloudwatch:ListTagsForResource",
+            "cloudwatch:DeleteAlarms",
+        ),
+        ("arn:aws:cloudwatch:{region}:{account}:alarm:{n.backlog_alarm}",),
+    ),
+    # invoke --async: the request under N's async prefix, then its answer or failure there
+    # (HeadObject tells "not yet" by 404 only with s3:ListBucket on the bucket).
+    Grant("InvokeAsync", ("sagemaker:InvokeEndpointAsync",), (SM + ":endpoint/{sm}",)),
+    Grant("AsyncObjects", ("s3:GetObject", "s3:PutObject"), ("{async_objects}",)),
+    Grant("TellMissingAsyncObjects", ("s3:ListBucket",), ("{output_bucket}",)),
     # upload-data and up to the configured data prefix: HeadObject (s3:GetObject) then
     # PutObject.
     Grant("UploadData", ("s3:GetObject", "s3:PutObject"), ("{data_objects}",)),
@@ -305,9 +345,20 @@ ADMIN: tuple[Grant, ...] = (
 )
 
 
-def _operator_fields(names: Names, region: str, account: str, data: str) -> dict[str, Any]:
+# Grants on N's output prefix: left out of a policy made without the output setting.
+ON_OUTPUT = ("AsyncObjects", "TellMissingAsyncObjects")
+
+
+def _operator_fields(
+    names: Names, region: str, account: str, data: str, output: str | None
+) -> dict[str, Any]:
     bucket, _ = split_s3(data, "data")
+    fields: dict[str, Any] = {}
+    if output:
+        fields["async_objects"] = objects_arn(f"{deployment_uri(output, names.name)}/async")
+        fields["output_bucket"] = f"arn:aws:s3:::{split_s3(output, 'output')[0]}"
     return {
+        **fields,
         "region": region,
         "account": account,
         "n": names,
@@ -342,10 +393,13 @@ def _policy(grants: tuple[Grant, ...], fields: dict[str, Any]) -> dict[str, Any]
     return {"Version": VERSION, "Statement": statements}
 
 
-def operator_policy(names: Names, region: str, account: str, data: str) -> dict[str, Any]:
+def operator_policy(
+    names: Names, region: str, account: str, data: str, output: str | None = None
+) -> dict[str, Any]:
     """What the person or CI role running `dogbreed aws` for N needs day to day: OPERATOR,
-    filled in."""
-    return _policy(OPERATOR, _operator_fields(names, region, account, data))
+    filled in (`output`: the output setting; without it no grant on N's output prefix)."""
+    grants = tuple(g for g in OPERATOR if output or g.sid not in ON_OUTPUT)
+    return _policy(grants, _operator_fields(names, region, account, data, output))
 
 
 def admin_policy(names: Names, account: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dogbreed.aws.context import Names
 from dogbreed.core.errors import ConfigError
 
 VERSION = "2012-10-17"
@@ -210,6 +211,17 @@ def sagemaker_policy(
                 "Resource": "*",
             },
             *_sagemaker_logs(region, account, name),
+            # An asynchronous endpoint deployed with --notify publishes each answer to N's
+            # two topics (granted always: they are N's own, and `aws deploy --notify` then
+            # needs no new grant from the administrator).
+            {
+                "Sid": "PublishOwnAsyncNotifications",
+                "Effect": "Allow",
+                "Action": ["sns:Publish"],
+                "Resource": [
+                    f"arn:aws:sns:{region}:{account}:{topic}" for topic in Names(name).async_topics
+                ],
+            },
             {
                 "Sid": "Metrics",
                 "Effect": "Allow",

@@ -58,7 +58,10 @@ def _tag(ctx: Ctx, request: dict[str, Any]) -> None:
 
 def operator_policy(ctx: Ctx) -> dict[str, Any]:
     """The day-to-day policy: every verb but the role writes (no IAM write at all)."""
-    return operator.operator_policy(ctx.names, ctx.region, ctx.account, ctx.config["data"])
+    cfg = ctx.config
+    return operator.operator_policy(
+        ctx.names, ctx.region, ctx.account, cfg["data"], output=cfg["output"]
+    )
 
 
 def admin_policy(ctx: Ctx) -> dict[str, Any]:

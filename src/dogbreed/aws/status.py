@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dogbreed.aws.alarms import alarm_arn, owned
+from dogbreed.aws.async_ops import status_rows as async_rows
 from dogbreed.aws.context import LIST_PAGE, TAG_KEY, Ctx
 from dogbreed.aws.endpoint import SCALABLE_DIMENSION, is_serverless
 from dogbreed.aws.functions import ALIAS, find_function_url
@@ -43,6 +44,7 @@ def cmd_status(ctx: Ctx, as_json: bool = False) -> list[Row]:
         *endpoint_rows,
         *_registry(ctx, endpoint),
         *_scaling(ctx, serverless),
+        *_async(ctx, endpoint),
         *_alarms(ctx),
         *_function(ctx),
     ]
@@ -236,6 +238,13 @@ def _scaling(ctx: Ctx, serverless: bool) -> list[Row]:
     else:
         rows.append(Row("scaling policy", n.scaling_policy, absent))
     return rows
+
+
+def _async(ctx: Ctx, endpoint: dict[str, Any] | None) -> list[Row]:
+    """Data capture, and an asynchronous endpoint's own rows (async_ops.py)."""
+    return [
+        Row(k, name, state or MISSING, d, t) for k, name, state, d, t in async_rows(ctx, endpoint)
+    ]
 
 
 def _alarms(ctx: Ctx) -> list[Row]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dogbreed.aws import async_ops
 from dogbreed.aws.alarms import delete_alarms
 from dogbreed.aws.context import LIST_PAGE, TAG_KEY, Ctx, denied
 from dogbreed.aws.endpoint import scaling_target
@@ -39,10 +40,12 @@ def cmd_down(ctx: Ctx, keep_roles: bool = False) -> list[str]:
     if endpoint is False:
         left.append(_leave(ctx, "endpoint", ctx.names.endpoint, "and its autoscaling"))
     else:
+        async_ops.delete_policies(ctx)  # an asynchronous endpoint's, before its target
         _run(ctx, _scaling_steps(ctx))
         if endpoint:
             ctx.delete("sagemaker", "delete_endpoint", EndpointName=ctx.names.endpoint)
     left += [f"alarm {a}" for a in delete_alarms(ctx)]  # they watch the endpoint
+    left += async_ops.delete_tagged(ctx)  # the wake alarm and the SNS topics
     left += _models_and_configs(ctx)
     left += _function(ctx)
     if not keep_roles:
@@ -87,7 +90,8 @@ def _left(ctx: Ctx, foreign: list[str], keep_roles: bool = False) -> str:
     """What `down` does not delete, in one line."""
     c, n = ctx.config, ctx.names
     line = (
-        f"left in place: S3 objects under {c['data']}, {c['output']} and {c['checkpoints']}; "
+        f"left in place: S3 objects under {c['data']}, {c['output']} and {c['checkpoints']} "
+        f"(N's asynchronous requests, answers and captured data among them); "
         f"the ECR repositories {', '.join(c['repositories'])} and their images; training and "
         "tuning job records (SageMaker keeps them); SageMaker's log groups "
         f"/aws/sagemaker/Endpoints/{n.endpoint} and /aws/sagemaker/TrainingJobs"

@@ -87,6 +87,34 @@ def deploy_flags(deploy: argparse.ArgumentParser) -> None:
         help="average model latency tripping the latency alarm "
         f"(default {_dflt('latency_ms', 'alarms'):g})",
     )
+    async_flags(deploy)
+
+
+def async_flags(deploy: argparse.ArgumentParser) -> None:
+    """`aws deploy`: an asynchronous endpoint, its notifications, data capture."""
+    deploy.add_argument(
+        "--async",
+        dest="asynchronous",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="an asynchronous endpoint (default "
+        f"{str(_dflt('async')).lower()}): requests and answers in S3 under N's output "
+        "prefix, up to 100 MB and async.timeout_s seconds each, queued by SageMaker; `aws "
+        "autoscale` then scales it to zero when idle. Not serverless",
+    )
+    deploy.add_argument(
+        "--notify",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --async: SNS topics N-async-success and N-async-error, published to on "
+        f"each answer (default {str(_dflt('notify', 'async')).lower()})",
+    )
+    deploy.add_argument(
+        "--capture-percent",
+        type=int,
+        help="data capture: store this share of requests and answers, 1-100, under N's "
+        f"output prefix/capture; 0 for none (default {_dflt('capture_percent')})",
+    )
 
 
 def transform_flags(parser: argparse.ArgumentParser) -> None:

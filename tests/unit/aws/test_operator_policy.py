@@ -37,7 +37,9 @@ TRANSFORM_INPUT = "s3://dogs-bucket/transform-in"  # the setting transform.input
 MODEL_DATA = f"{CONFIG['output']}/{NAME}/{NAME}-0123abcd/output/model.tar.gz"
 # Runs beyond each verb with its required arguments: flags that take another path.
 VARIANTS = {
-    "invoke": [["--endpoint"]],
+    "invoke": [["--endpoint"], ["--async"]],
+    "deploy": [["--async", "--notify", "--capture-percent", "10", "--adopt"], ["--adopt"]],
+    "autoscale": [["--async", "--adopt"]],
     "iam": [["--operator-policy"], ["--admin-policy"], ["--adopt"]],
     "up": [
         ["--data", DATA, "--serverless", "--retrain", "--public-url", "--adopt"],
@@ -54,7 +56,6 @@ VARIANTS = {
     ],
     "register": [["--training-job", f"{NAME}-0123abcd", "--approve", "--adopt"]],
     "approve": [["--version", "2"], ["--reject", "--reason", "x", "--adopt"]],
-    "deploy": [["--adopt"]],
 }
 # Required choices (an argparse group that takes exactly one): each run of the verb takes
 # one of these in turn.
@@ -127,7 +128,7 @@ def dry_runs(verb: str, tmp_path) -> list:
 
 
 def operator() -> dict:
-    return operator_policy(Names(NAME), REGION, ACCOUNT, DATA)
+    return operator_policy(Names(NAME), REGION, ACCOUNT, DATA, CONFIG["output"])
 
 
 def admin() -> dict:
