@@ -59,12 +59,22 @@ def test_deploy_async_notify_invoke_status_down(aws_env, tmp_path):
     name = f"Dog{uuid.uuid4().hex[:6]}"
     deploy = ["deploy", "--name", name, "--image", SERVE, "--model-data", "s3://b/m.tar.gz"]
     deploy += ["--async", "--notify", "--capture-percent", "10"]
+    # --notify needs the execution role's publish grant: refused until `aws iam` ran.
+    refused = aws(aws_env, *deploy, check=False)
+    assert refused.returncode == 2 and "reruns `dogbreed aws iam" in refused.stderr
+    assert "created" not in refused.stdout
+    aws(aws_env, "iam", "--name", name)
     first = aws(aws_env, *deploy).stdout
     assert (
         f"created SNS topic {name}-async-success" in first and f"created endpoint {name}" in first
     )
     again = aws(aws_env, *deploy).stdout
     assert "created" not in again and f"SNS topic {name}-async-error unchanged" in again
+    # Neither a real-time redeploy nor a Lambda front door: refused before any change.
+    for refused in (aws(aws_env, *deploy[:7], check=False),
+                    aws(aws_env, "lambda", "--name", name, check=False)):  # fmt: skip
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "is asynchronous" in refused.stderr and "created" not in refused.stdout
 
     sm, sns = boto3.client("sagemaker"), boto3.client("sns")
     endpoint = sm.describe_endpoint(EndpointName=name)

@@ -129,7 +129,9 @@ def real_run(aws_env, name: str, tmp_path) -> tuple[list, list[str]]:
         lam,  # removes the provisioned concurrency it finds
         ["lambda", "--dry-run"],
         ["down"],
-        # An asynchronous endpoint: its topics, scaling to zero, its status and teardown.
+        # An asynchronous endpoint: its topics, scaling to zero, its status and teardown
+        # (`iam` first: down deleted the roles, and --notify checks the execution role's).
+        ["iam"],
         [
             "deploy",
             "--image",

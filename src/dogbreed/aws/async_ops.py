@@ -16,6 +16,7 @@ from typing import Any
 
 from dogbreed.aws import endpoint as endpoints
 from dogbreed.aws.alarms import NAMESPACE, PERIOD_S, alarm_arn, owned
+from dogbreed.aws.async_checks import running_config as endpoint_config
 from dogbreed.aws.asynchronous import topic_arns
 from dogbreed.aws.context import TAG_KEY, Ctx
 from dogbreed.core.errors import ConfigError
@@ -35,14 +36,6 @@ POLICY_CONFIG = {
 # ---- autoscale: down to zero and back -------------------------------------------------------
 
 
-def endpoint_config(ctx: Ctx, endpoint: dict[str, Any] | None) -> dict[str, Any] | None:
-    """DescribeEndpointConfig of the config the endpoint runs (a dry run: the read only)."""
-    name = endpoint["EndpointConfigName"] if endpoint else ctx.names.stand_in
-    if endpoint is None and not ctx.dry_run:
-        return None
-    return ctx.find("sagemaker", "describe_endpoint_config", EndpointConfigName=name)
-
-
 def cmd_autoscale(ctx: Ctx, opts: endpoints.ScaleOptions, asynchronous: bool = False) -> None:
     """`aws autoscale`: on an asynchronous endpoint (or with --async) from zero instances
     on its backlog; on any other, endpoint.cmd_autoscale's target tracking."""
@@ -52,7 +45,13 @@ def cmd_autoscale(ctx: Ctx, opts: endpoints.ScaleOptions, asynchronous: bool = F
     is_async = bool(config and "AsyncInferenceConfig" in config)
     if not (is_async or asynchronous):
         endpoints.cmd_autoscale(ctx, opts)
+        _drop_other_mode(ctx, [n.backlog_tracking_policy, n.backlog_policy], wake_alarm=True)
         return
+    if endpoint is None and not ctx.dry_run:  # a dry run reads nothing: it shows the requests
+        raise ConfigError(
+            f"--async: there is no endpoint {n.endpoint} to scale: deploy first "
+            f"(aws deploy --async --name {n.name})"
+        )
     if endpoint is not None and not is_async:
         raise ConfigError(
             f"--async: endpoint {n.endpoint} is not asynchronous (aws deploy --async makes "
@@ -61,10 +60,51 @@ def cmd_autoscale(ctx: Ctx, opts: endpoints.ScaleOptions, asynchronous: bool = F
     endpoints.claim_endpoint(ctx, endpoint)  # its scaling is the endpoint's
     pick = scale_settings(ctx, opts)
     _ensure_target(ctx, pick["min"], pick["max"])
+    _drop_other_mode(ctx, [n.scaling_policy], wake_alarm=False)
     tracking = tracking_config(ctx, pick)
     _ensure_policy(ctx, n.backlog_tracking_policy, "TargetTrackingScaling", tracking)
     arn = _ensure_policy(ctx, n.backlog_policy, "StepScaling", step_config(pick))
     _ensure_wake_alarm(ctx, arn, _claim_wake_alarm(ctx))
+
+
+def _drop_other_mode(ctx: Ctx, policies: list[str], wake_alarm: bool) -> None:
+    """What an autoscale in the other mode (real-time or asynchronous) left: its scaling
+    policies, and the wake alarm when `wake_alarm`."""
+    if ctx.dry_run:
+        ctx.say("and, where an earlier autoscale scaled it in the other mode, it deletes:")
+    _drop_policies(ctx, policies)
+    if wake_alarm:
+        _drop_wake_alarm(ctx)
+
+
+def _drop_policies(ctx: Ctx, names: list[str]) -> None:
+    """The other mode's scaling policies, those listed: a mode change leaves none behind
+    (a dry run, which lists nothing, shows their deletes)."""
+    found = ctx.read(
+        "application-autoscaling",
+        "describe_scaling_policies",
+        ServiceNamespace="sagemaker",
+        ResourceId=ctx.names.scaling_resource,
+        PolicyNames=names,
+    )
+    listed = {p["PolicyName"] for p in (found or {}).get("ScalingPolicies", [])}
+    target = endpoints.scaling_target(ctx)
+    for name in names:  # by name: see _ensure_policy
+        if name in listed or ctx.dry_run:
+            ctx.delete(
+                "application-autoscaling", "delete_scaling_policy", PolicyName=name, **target
+            )
+
+
+def _drop_wake_alarm(ctx: Ctx) -> None:
+    """The wake alarm of an endpoint once scaled as asynchronous, when it carries N's tag
+    (a same-named alarm without it is left alone)."""
+    name = ctx.names.backlog_alarm
+    alarms = ctx.read("cloudwatch", "describe_alarms", AlarmNames=[name])
+    ctx.would_read("cloudwatch", "list_tags_for_resource", ResourceARN=alarm_arn(ctx, name))
+    found = (alarms or {}).get("MetricAlarms", [])
+    if ctx.dry_run or (found and owned(ctx, found[0])):
+        ctx.delete("cloudwatch", "delete_alarms", AlarmNames=[name])
 
 
 def scale_settings(ctx: Ctx, opts: endpoints.ScaleOptions) -> dict[str, Any]:

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dogbreed.aws.context import Ctx
+from botocore.exceptions import BotoCoreError, ClientError
+
+from dogbreed.aws.context import Ctx, Request, aws_error, error_code
 from dogbreed.aws.policies import deployment_uri, split_s3
 from dogbreed.core import settings
 from dogbreed.core.errors import AwsError, ConfigError
@@ -50,6 +52,8 @@ SIZED_VMARGS = ("-Xmx", "-XX:MaxDirectMemorySize=")  # the flags heap_vmargs rep
 # Captured answers of these types are stored as they are; other bodies (images) base64.
 CAPTURE_JSON_TYPES = ["application/json"]
 SNS_TOPIC = "arn:aws:sns:{region}:{account}:{topic}"
+# HeadObject's codes (its HTTP status: a HEAD answer has no body) for an object not there.
+NOT_YET = ("403", "404", "NoSuchKey")
 POLL_S = 5  # between HeadObject calls on the answer's two places
 PROGRESS_S = 30  # between `waiting` lines
 IMAGE_TYPES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"))
@@ -275,11 +279,12 @@ def cmd_invoke_async(ctx: Ctx, image: Path, timeout_s: float) -> dict[str, Any] 
         raise ConfigError(
             f"{image}: {len(data)} bytes, over the {PAYLOAD_MB} MB the serve image takes"
         )
+    check_timeout(ctx.config["async"]["timeout_s"])  # before any request
     digest = hashlib.sha256(data).hexdigest()
     location = f"{async_uri(ctx, 'input')}/{digest}{image.suffix.lower()}"
     bucket, key = split_s3(location)
     kind = image_type(data)
-    if ctx.find("s3", "head_object", Bucket=bucket, Key=key) is None:
+    if not present(ctx, bucket, key):
         ctx.write("s3", "put_object", Bucket=bucket, Key=key, Body=data, ContentType=kind)
     answer = ctx.write(
         "sagemaker-runtime",
@@ -301,6 +306,25 @@ def cmd_invoke_async(ctx: Ctx, image: Path, timeout_s: float) -> dict[str, Any] 
     return await_answer(ctx, image, answer, timeout_s)
 
 
+def present(ctx: Ctx, bucket: str, key: str) -> bool:
+    """HeadObject of an object under N's async prefix. The operator may get objects there
+    but not list the bucket, so S3 answers 403, not 404, for one not written yet: here
+    (and only here) both mean missing. False in a dry run."""
+    if ctx.dry_run:
+        ctx.find("s3", "head_object", Bucket=bucket, Key=key)  # recorded
+        return False
+    ctx.requests.append(Request("s3", "head_object", {"Bucket": bucket, "Key": key}))
+    try:
+        ctx.client("s3").head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in NOT_YET:
+            return False
+        raise aws_error("s3", "head_object", exc) from None
+    except BotoCoreError as exc:
+        raise aws_error("s3", "head_object", exc) from None
+    return True
+
+
 def await_answer(ctx: Ctx, image: Path, answer: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """Poll the answer's place and the failure's (InvokeEndpointAsync's answer) until one
     is written or `timeout_s` has passed."""
@@ -311,7 +335,7 @@ def await_answer(ctx: Ctx, image: Path, answer: dict[str, Any], timeout_s: float
     for _ in range(math.ceil(timeout_s / POLL_S) + 1):  # the clock bounds it too
         for uri, failed in places:
             bucket, key = split_s3(uri)
-            if ctx.find("s3", "head_object", Bucket=bucket, Key=key) is None:
+            if not present(ctx, bucket, key):
                 continue
             body = ctx.read("s3", "get_object", Bucket=bucket, Key=key)["Body"].read()
             if failed:

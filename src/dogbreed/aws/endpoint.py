@@ -10,10 +10,10 @@ switched all at once.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from dogbreed.aws import asynchronous
+from dogbreed.aws import async_checks, asynchronous
 from dogbreed.aws.alarms import Thresholds, check_thresholds, claim_alarms, ensure_alarms
 from dogbreed.aws.config import digest
 from dogbreed.aws.context import VARIANT, Ctx
@@ -89,6 +89,10 @@ def cmd_deploy(ctx: Ctx, opts: DeployOptions) -> dict[str, Any] | None:
             "to serverless: deploy under another --name, or delete it first "
             f"(aws down --name {ctx.names.name})"
         )
+    async_checks.check_mode(ctx, live, extras.asynchronous)
+    async_checks.check_role_publishes(ctx, extras.notify)
+    t = async_checks.latency_thresholds(ctx, plan.thresholds, extras.asynchronous, opts.latency_ms)
+    plan = replace(plan, thresholds=t)
     model = _model_request(ctx, opts, isolated=not plan.serverless, env=extras.environment)
     model_name = f"{ctx.names.name}-{digest(model)}"
     variants = [{"VariantName": VARIANT, "ModelName": model_name, **plan.capacity}]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dogbreed.aws.async_checks import refuse_front_door
 from dogbreed.aws.context import Ctx
 from dogbreed.aws.endpoint import is_serverless
 from dogbreed.aws.policies import input_prefix
@@ -91,9 +92,10 @@ def cmd_lambda(ctx: Ctx, opts: LambdaOptions) -> str | None:
     """Function, version, alias, concurrency and function URL; the URL (None in a dry run)."""
     zip_bytes = _read_file(opts.zip_path, "--zip") if opts.zip_path else lambda_zip()
     sha = base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
+    endpoint = ctx.find("sagemaker", "describe_endpoint", EndpointName=ctx.names.endpoint)
+    refuse_front_door(ctx, endpoint)  # before any write
     serverless = opts.serverless
     if serverless is None:
-        endpoint = ctx.find("sagemaker", "describe_endpoint", EndpointName=ctx.names.endpoint)
         serverless = endpoint is not None and is_serverless(endpoint)
     settings = function_settings(ctx, opts.allow_url_fetch, serverless)
     _ensure_function(ctx, zip_bytes, sha, settings)

@@ -310,11 +310,12 @@ OPERATOR: tuple[Grant, ...] = (
         ),
         ("arn:aws:cloudwatch:{region}:{account}:alarm:{n.backlog_alarm}",),
     ),
-    # invoke --async: the request under N's async prefix, then its answer or failure there
-    # (HeadObject tells "not yet" by 404 only with s3:ListBucket on the bucket).
+    # invoke --async: the request under N's async prefix, then its answer or failure there.
+    # No s3:ListBucket on the output bucket (it would list every deployment's objects):
+    # HeadObject then answers 403 for a key not written yet, which invoke --async takes
+    # as missing (asynchronous.present).
     Grant("InvokeAsync", ("sagemaker:InvokeEndpointAsync",), (SM + ":endpoint/{sm}",)),
     Grant("AsyncObjects", ("s3:GetObject", "s3:PutObject"), ("{async_objects}",)),
-    Grant("TellMissingAsyncObjects", ("s3:ListBucket",), ("{output_bucket}",)),
     # upload-data and up to the configured data prefix: HeadObject (s3:GetObject) then
     # PutObject.
     Grant("UploadData", ("s3:GetObject", "s3:PutObject"), ("{data_objects}",)),
@@ -346,7 +347,7 @@ ADMIN: tuple[Grant, ...] = (
 
 
 # Grants on N's output prefix: left out of a policy made without the output setting.
-ON_OUTPUT = ("AsyncObjects", "TellMissingAsyncObjects")
+ON_OUTPUT = ("AsyncObjects",)
 
 
 def _operator_fields(
@@ -356,7 +357,6 @@ def _operator_fields(
     fields: dict[str, Any] = {}
     if output:
         fields["async_objects"] = objects_arn(f"{deployment_uri(output, names.name)}/async")
-        fields["output_bucket"] = f"arn:aws:s3:::{split_s3(output, 'output')[0]}"
     return {
         **fields,
         "region": region,

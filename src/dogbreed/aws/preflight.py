@@ -28,8 +28,12 @@ SETTINGS_USED: dict[str, tuple[str, ...]] = {
     "lambda": ("lambda.s3_input",),
     "transform": ("output", "transform.input"),
 }
-# What `aws iam` prints instead with --admin-policy / --operator-policy.
-POLICY_SETTINGS_USED = {"admin": (), "operator": ("data",)}
+# What `aws iam` prints instead with --admin-policy / --operator-policy (the operator's
+# async grants are on N's output prefix).
+POLICY_SETTINGS_USED = {"admin": (), "operator": ("data", "output")}
+# Settings a verb sends only with some flags or settings: `deploy` puts `output` into
+# the endpoint config with --async or --capture-percent, `invoke --async` uploads under it.
+OUTPUT = ("output",)
 # The verb's flags that override a setting.
 OVERRIDDEN_BY = {"train": {"data": "--data", "output": "--output"}, "up": {"data": "--data"}}
 
@@ -39,13 +43,36 @@ def settings_used(verb: str, policy: str | None = None) -> tuple[str, ...]:
     return POLICY_SETTINGS_USED[policy] if policy else SETTINGS_USED.get(verb, ())
 
 
+def settings_sent(args: Any, config: dict[str, Any]) -> tuple[str, ...]:
+    """The settings this command (`args`: the CLI's) sends: its verb's, and `output` where
+    its flags or the config put it into a request."""
+    used = settings_used(args.verb, policy_printed(args))
+    if args.verb == "invoke" and getattr(args, "asynchronous", False):
+        return used + OUTPUT
+    if args.verb == "deploy":
+        deploy = config["deploy"]
+        asynchronous = _given(getattr(args, "asynchronous", None), deploy["async"])
+        percent = _given(getattr(args, "capture_percent", None), deploy["capture_percent"])
+        if asynchronous or percent:
+            return used + OUTPUT
+    return used
+
+
+def _given(flag: Any, setting: Any) -> Any:
+    return setting if flag is None else flag
+
+
 def problem(
-    verb: str, config: dict[str, Any], path: Path | None, policy: str | None = None
+    verb: str,
+    config: dict[str, Any],
+    path: Path | None,
+    policy: str | None = None,
+    used: tuple[str, ...] | None = None,
 ) -> str | None:
-    """One line naming the settings `verb` would send that still hold the placeholder, the
-    file to edit (`path`: --config, None: the default) and the flags that override them;
-    None when there is none."""
-    found = placeholders(config, settings_used(verb, policy))
+    """One line naming the settings `verb` would send (`used`: settings_sent's, else the
+    verb's) that still hold the placeholder, the file to edit (`path`: --config, None: the
+    default) and the flags that override them; None when there is none."""
+    found = placeholders(config, settings_used(verb, policy) if used is None else used)
     if not found:
         return None
     flags = OVERRIDDEN_BY.get(verb, {})
@@ -62,7 +89,8 @@ def policy_printed(args: Any) -> str | None:
 def check(args: Any, config: dict[str, Any]) -> None:
     """A ConfigError for a placeholder the verb (`args`: the CLI's) would send, unless this
     is a dry run."""
-    found = problem(args.verb, config, args.config, policy_printed(args))
+    used = settings_sent(args, config)
+    found = problem(args.verb, config, args.config, policy_printed(args), used)
     if found and not args.dry_run:
         raise ConfigError(found)
 
@@ -71,7 +99,7 @@ def open_dry_run(ctx: Ctx, args: Any) -> None:
     """A dry run's opening lines, before its first output; on stderr at once when stdout
     carries a JSON document (a printed policy, `status --json`)."""
     policy = policy_printed(args)
-    warning = problem(args.verb, ctx.config, args.config, policy)
+    warning = problem(args.verb, ctx.config, args.config, policy, settings_sent(args, ctx.config))
     lines = dry_run_lines(args.verb, getattr(args, "name", None), warning)
     if policy or getattr(args, "json", False):
         print("\n".join(lines), file=sys.stderr, flush=True)

@@ -70,6 +70,14 @@ def new_config_name(opts: DeployOptions) -> str:
     return re.search(r"created endpoint config (\S+)", ctx.out.getvalue()).group(1)
 
 
+def running_config(live: dict) -> dict:
+    """DescribeEndpointConfig of the config a live endpoint runs: a real-time one."""
+    name = live["EndpointConfigName"]
+    variants = [{"VariantName": "AllTraffic", "ModelName": "m"}]
+    return {"EndpointConfigName": name, "EndpointConfigArn": ARN, "CreationTime": 0,
+            "ProductionVariants": variants}  # fmt: skip
+
+
 def stubbed_deploy(opts: DeployOptions, live: dict, after: dict | None):
     """cmd_deploy against a live endpoint; returns (output, UpdateEndpoint params or None)."""
     ctx, sm = offline_ctx("sagemaker")
@@ -81,6 +89,7 @@ def stubbed_deploy(opts: DeployOptions, live: dict, after: dict | None):
     )
     with Stubber(sm) as s, Stubber(cw) as c:
         s.add_response("describe_endpoint", live)
+        s.add_response("describe_endpoint_config", running_config(live))  # real-time
         s.add_response("list_tags", {"Tags": TAGGED})  # N's endpoint
         s.add_response("describe_model", {"ModelName": "m", "ModelArn": ARN, "CreationTime": 0})
         s.add_response("list_tags", {"Tags": TAGGED})

@@ -134,7 +134,7 @@ def test_a_printed_policy_stays_json_and_the_notice_goes_to_stderr(offline, caps
     assert main([*argv, "--operator-policy"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["Version"] == "2012-10-17"
-    assert "dry run of `aws iam`" in err and "setting 'data' still names" in err
+    assert "dry run of `aws iam`" in err and "settings 'data', 'output' still name" in err
     assert main([*argv[:-1], "--operator-policy"]) == 2  # a real run: the policy would be wrong
 
 

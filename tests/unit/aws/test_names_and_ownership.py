@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 
+import boto3
 import pytest
 from botocore.stub import Stubber
 
@@ -96,8 +97,16 @@ def function_answer(tags: dict[str, str]) -> dict:
 
 
 def lambda_ctx(adopt: bool = False):
+    """A context whose SageMaker finds no endpoint (DescribeEndpoint) and whose Lambda
+    client the test stubs."""
     ctx, client = offline_ctx("lambda")
     ctx.out, ctx.adopt = io.StringIO(), adopt
+    sm = ctx._clients["sagemaker"] = boto3.client(
+        "sagemaker", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="y"
+    )
+    stub = Stubber(sm)
+    stub.add_client_error("describe_endpoint", "ValidationException", "Could not find")
+    stub.activate()
     return ctx, client
 
 
@@ -112,7 +121,8 @@ def test_a_same_named_function_without_ns_tag_is_refused_before_any_change():
         ):
             functions.cmd_lambda(ctx, functions.LambdaOptions(serverless=False, public_url=True))
         stub.assert_no_pending_responses()
-    assert [r.operation for r in ctx.requests] == ["get_function"]  # no update, no URL
+    ops = [r.operation for r in ctx.requests]
+    assert ops == ["describe_endpoint", "get_function"]  # no update, no URL
 
 
 def test_adopt_tags_the_function_then_goes_on():
@@ -126,7 +136,7 @@ def test_adopt_tags_the_function_then_goes_on():
         with pytest.raises(AwsError, match="get_function_configuration"):  # not stubbed: stop
             functions.cmd_lambda(ctx, functions.LambdaOptions(serverless=False))
     ops = [r.operation for r in ctx.requests]
-    assert ops[:3] == ["get_function", "tag_resource", "update_function_code"]
+    assert ops[:4] == ["describe_endpoint", "get_function", "tag_resource", "update_function_code"]
     assert "adopted function dogs (tagged dogbreed:name=dogs)" in ctx.out.getvalue()
 
 
@@ -148,6 +158,10 @@ def test_deploy_refuses_a_foreign_endpoint_before_creating_anything():
     ctx, sm = offline_ctx("sagemaker")
     with Stubber(sm) as s:
         s.add_response("describe_endpoint", endpoint_answer())
+        variants = [{"VariantName": "AllTraffic"}]
+        config = {"EndpointConfigName": "dogs-0000aaaa", "EndpointConfigArn": f"{SM}:x",
+                  "CreationTime": 0, "ProductionVariants": variants}  # fmt: skip
+        s.add_response("describe_endpoint_config", config)  # real-time, like the deploy
         s.add_response("list_tags", {"Tags": FOREIGN}, {"ResourceArn": f"{SM}:endpoint/dogs"})
         with pytest.raises(ConfigError, match="endpoint dogs exists without the tag"):
             cmd_deploy(ctx, DeployOptions(SERVE, "s3://b/m.tar.gz"))
