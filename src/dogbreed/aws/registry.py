@@ -8,7 +8,8 @@ image as CustomerMetadataProperties. A version starts PendingManualApproval (App
 with --approve); `aws approve` approves or rejects it. `aws deploy --model-package`
 deploys an Approved version only: `approved` names the newest one.
 
-A job already registered (a version whose metadata names it) is not registered twice.
+A job already registered with the same image (a version whose metadata names both) is
+not registered twice; with another image it becomes a new version.
 `aws down` leaves the group and its versions: a registry is the record of what was
 trained and approved.
 """
@@ -41,8 +42,9 @@ TRANSFORM_TYPES = ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge", "ml.c6i.large"
 # check is logged as prose, not as a name=value metric line, so there is none for it).
 METRICS = ("val_acc", "test_acc")
 JOB_KEY, IMAGE_KEY = "training_job", "image"  # CustomerMetadataProperties' other keys
-# CustomerMetadataProperties' limits (SageMaker's API reference): values of 1-256 characters.
-MAX_METADATA_VALUE = 256
+# SageMaker's limits (botocore's model): the image is a ContainerImage (255) and a
+# CustomerMetadataValue (256); --reason an ApprovalDescription (1024).
+MAX_IMAGE, MAX_REASON = 255, 1024
 SHOWN = 10  # versions `aws status` lists, newest first
 STAND_IN_VERSION = 1  # the version a dry run's reads name, where a real run lists one
 
@@ -158,14 +160,14 @@ def describe(ctx: Ctx, arn: str) -> Version:
     return _version(ctx.read("sagemaker", "describe_model_package", ModelPackageName=arn))
 
 
-def registered(ctx: Ctx, job_name: str) -> Version | None:
-    """The version of `job_name`, if any: the listing narrows by description (it names the
-    job), the version's own metadata decides."""
+def registered(ctx: Ctx, job_name: str, image: str) -> Version | None:
+    """The version of `job_name` with `image`, if any: the listing narrows by description
+    (it names the job), the version's own metadata (job and image) decides."""
     ctx.would_read("sagemaker", "describe_model_package", ModelPackageName=_stand_in(ctx).arn)
     for summary in listed(ctx):
         if job_name in summary.get("ModelPackageDescription", ""):
             version = describe(ctx, summary["ModelPackageArn"])
-            if version.metadata.get(JOB_KEY) == job_name:
+            if version.metadata.get(JOB_KEY) == job_name and version.image == image:
                 return version
     return None
 
@@ -186,14 +188,22 @@ def cmd_register(ctx: Ctx, opts: RegisterOptions) -> Version:
 
 
 def register_job(ctx: Ctx, name: str, job: dict | None, image: str, approve: bool) -> Version:
-    """Make training job `name` (its description; None in a dry run) a version of N's
-    group, or find the version it already is (approved now with `approve` if pending)."""
+    """Make training job `name` (its description; None in a dry run) with `image` a version
+    of N's group, or find the version the pair already is (approved now with `approve` if
+    pending; a rejection stands)."""
+    check_image(image)
     ensure_group(ctx)
-    found = registered(ctx, name)
+    found = registered(ctx, name, image)
     if found is not None:
-        ctx.say(f"training job {name} is version {found.number} of {group_name(ctx)} already")
+        where = f"version {found.number} of {group_name(ctx)}"
+        ctx.say(f"training job {name} with image {image} is {where} already")
         if approve and found.status == PENDING:
             return set_status(ctx, found, APPROVED, None)
+        if approve and found.status == REJECTED:
+            ctx.say(
+                f"--approve not applied: {where} is Rejected, and the rejection stands unless "
+                f"`aws approve --name {ctx.names.name} --version {found.number}` is run"
+            )
         return found
     request = package_request(ctx, name, job, image, approve)
     answer = ctx.write("sagemaker", "create_model_package", **request)
@@ -228,14 +238,17 @@ def package_request(
 
 def metadata(name: str, job: dict | None, image: str) -> dict[str, str]:
     """The job's name, the image and its final metrics (those it reported), as strings."""
-    if len(image) > MAX_METADATA_VALUE:
-        raise ConfigError(
-            f"--image is {len(image)} characters: a model version's metadata takes "
-            f"{MAX_METADATA_VALUE} at most"
-        )
     final = {m["MetricName"]: m["Value"] for m in (job or {}).get("FinalMetricDataList", [])}
     found = {k: f"{final[k]:.4f}" for k in METRICS if k in final}
     return {JOB_KEY: name, IMAGE_KEY: image, **found}
+
+
+def check_image(image: str) -> None:
+    if len(image) > MAX_IMAGE:
+        raise ConfigError(
+            f"--image is {len(image)} characters: a model version's container image takes "
+            f"{MAX_IMAGE} at most"
+        )
 
 
 def newest_completed_job(ctx: Ctx) -> str:
@@ -286,6 +299,8 @@ def cmd_approve(
 ) -> Version:
     if reject and not reason:
         raise ConfigError("--reject needs --reason TEXT: why the version must not be deployed")
+    if reason and len(reason) > MAX_REASON:
+        raise ConfigError(f"--reason is {len(reason)} characters: SageMaker takes {MAX_REASON}")
     _need_group(ctx)
     version = pick(ctx, number)
     return set_status(ctx, version, REJECTED if reject else APPROVED, reason)
@@ -298,8 +313,14 @@ def pick(ctx: Ctx, number: int | None) -> Version:
     if ctx.dry_run:
         return _stand_in(ctx, status=PENDING)
     chosen = [v for v in versions if number is None or v.get("ModelPackageVersion") == number]
+    if not versions:
+        n = ctx.names.name
+        raise ConfigError(
+            f"model package group {group_name(ctx)} has no versions registered yet: "
+            f"aws register --name {n} --image URI, or aws up --name {n}"
+        )
     if not chosen:
-        have = ", ".join(str(v.get("ModelPackageVersion")) for v in versions) or "none"
+        have = ", ".join(str(v.get("ModelPackageVersion")) for v in versions)
         raise ConfigError(
             f"--version {number}: model package group {group_name(ctx)} has no such version "
             f"(its versions: {have})"
@@ -370,25 +391,6 @@ def cmd_deploy_package(ctx: Ctx, opts: DeployOptions, which: str) -> dict[str, A
     endpoint = cmd_deploy(ctx, replace(opts, image=image, model_data=version.model_data))
     ctx.say(f"endpoint {ctx.names.endpoint} runs model package {version.arn}")
     return endpoint
-
-
-# ---- aws up --------------------------------------------------------------------------------
-
-
-def up_version(
-    ctx: Ctx, name: str, job: dict | None, image: str, approve: bool, deploy_approved: bool
-) -> tuple[Version, str]:
-    """`aws up`'s step 4: register the job's model; the version to deploy (with
-    `deploy_approved`, the newest Approved one) and the step's outcome line."""
-    version = register_job(ctx, name, job, image, approve)
-    line = f"model version {version.number} of {group_name(ctx)} ({version.status}): "
-    if not deploy_approved or version.status == APPROVED:
-        return version, line + version.model_data
-    deployed = resolve(ctx, NEWEST_APPROVED, image, "--deploy-approved")
-    return deployed, line + (
-        f"not Approved, so the endpoint gets (or keeps) Approved version {deployed.number}, "
-        f"{deployed.model_data}"
-    )
 
 
 # ---- aws status, aws down ------------------------------------------------------------------

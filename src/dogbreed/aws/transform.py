@@ -3,7 +3,10 @@
 The job runs the model N's endpoint runs now, or with --model-data and --image the
 model `aws deploy` makes of them (found, or created the same way and named the same).
 It is named after a digest of its request, N-<digest>, as training jobs are: rerunning
-the same command finds the job instead of starting a second one.
+the same command finds the job instead of starting a second one. --again starts the
+request's next attempt, N-<digest of the first name and the attempt> (as `aws up
+--retrain` does), after a failure or for objects added under --input since; without it
+a Failed or Stopped latest attempt is an error carrying SageMaker's reason.
 
 Its input is an S3 prefix under the setting transform.input, the one prefix N's
 execution role reads for transform jobs (granted by `aws iam`); its output lies under
@@ -44,6 +47,8 @@ TRANSFORM_DIR = "transform"  # default output: OUTPUT/N/transform/<job>
 ENDED = ("Completed", "Failed", "Stopped")
 POLL_S = 15
 READ_SID = "ReadTransformInput"  # policies.sagemaker_policy's statement
+MAX_ATTEMPTS = 10  # jobs of one request: the first and up to 9 --again runs
+RUNNING = ("InProgress", "Stopping")
 
 
 @dataclass(frozen=True)
@@ -60,29 +65,95 @@ class TransformOptions:
     image: str | None = None
     wait: bool = False
     timeout_s: float = 86400
+    again: bool = False  # start the request's next job even though one exists
 
 
 def cmd_transform(ctx: Ctx, opts: TransformOptions) -> str:
-    """Create the job (or find it: same request, same name); its name."""
+    """Create the job (or find the request's latest: same request, same name; --again
+    creates its next attempt); its name."""
     _check_model_flags(ctx, opts)
     source = job_input(ctx, opts.input)
     output = job_output(ctx, opts.output)
     resources = _resources(ctx, opts)
     _check_role_reads(ctx)
     model = job_model(ctx, opts)
-    request = transform_request(ctx, model, source, output, resources, opts.jsonlines)
-    name = request["TransformJobName"]
-    where = f"{source} -> {request['TransformOutput']['S3OutputPath']}"
-    found = ctx.find("sagemaker", "describe_transform_job", TransformJobName=name)
-    if found:
-        ctx.say(
-            f"transform job {name} exists (same request): unchanged, {found['TransformJobStatus']}"
-        )
+    first = transform_request(ctx, model, source, output, resources, opts.jsonlines)
+    latest, attempt = _latest(ctx, first)
+    if latest is not None and not opts.again:
+        name = _found(ctx, latest)
     else:
-        ctx.write("sagemaker", "create_transform_job", **request)
-        ctx.say(f"created transform job {name} on model {model}: {where}")
+        if latest is not None and latest["TransformJobStatus"] in RUNNING:
+            raise ConfigError(
+                f"--again: transform job {latest['TransformJobName']} of this request is "
+                f"{latest['TransformJobStatus']}; let it end first (or stop it)"
+            )
+        name = _create(ctx, attempt_request(ctx, first, attempt, output is None))
     if opts.wait and not ctx.dry_run:
         wait_transform(ctx, name, opts.timeout_s)
+    return name
+
+
+# ---- the request's attempts ------------------------------------------------------------------
+
+
+def attempt_name(ctx: Ctx, first: str, attempt: int) -> str:
+    """Attempt `attempt`'s job name: the first is the request's own N-<digest>."""
+    return first if attempt == 0 else f"{ctx.names.name}-{digest([first, attempt])}"
+
+
+def attempt_request(
+    ctx: Ctx, first: dict[str, Any], attempt: int, default_output: bool
+) -> dict[str, Any]:
+    """The request of attempt `attempt`: its name and, with the default output, its own
+    folder there (OUTPUT/N/transform/<job>)."""
+    name = first["TransformJobName"]
+    if attempt == 0:
+        return first
+    own = attempt_name(ctx, name, attempt)
+    out = dict(first["TransformOutput"])
+    if default_output:
+        out["S3OutputPath"] = f"{out['S3OutputPath'].removesuffix(f'/{name}')}/{own}"
+    return {**first, "TransformJobName": own, "TransformOutput": out}
+
+
+def _latest(ctx: Ctx, first: dict[str, Any]) -> tuple[dict[str, Any] | None, int]:
+    """The request's latest job (its description) or None, and the next attempt's number."""
+    latest = None
+    for attempt in range(MAX_ATTEMPTS):
+        name = attempt_name(ctx, first["TransformJobName"], attempt)
+        found = ctx.find("sagemaker", "describe_transform_job", TransformJobName=name)
+        if found is None:
+            return latest, attempt
+        latest = found
+    raise AwsError(
+        f"{MAX_ATTEMPTS} transform jobs of this request exist "
+        f"({(latest or {}).get('TransformJobName', '')} the last): change the request "
+        "(--input, --output, the model) or look at why they fail"
+    )
+
+
+def _create(ctx: Ctx, request: dict[str, Any]) -> str:
+    name, model = request["TransformJobName"], request["ModelName"]
+    source = request["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
+    where = f"{source} -> {request['TransformOutput']['S3OutputPath']}"
+    ctx.write("sagemaker", "create_transform_job", **request)
+    ctx.say(f"created transform job {name} on model {model}: {where}")
+    return name
+
+
+def _found(ctx: Ctx, job: dict[str, Any]) -> str:
+    """Report the request's latest job, found without --again: an error when it failed."""
+    name, status = job["TransformJobName"], job["TransformJobStatus"]
+    if status in ("Failed", "Stopped"):
+        reason = job.get("FailureReason") or "no reason given"
+        raise AwsError(
+            f"transform job {name} {status}: {reason}. Fix the cause, then rerun with --again "
+            "to start the next job of this request"
+        )
+    ctx.say(
+        f"transform job {name} exists (same request): unchanged, {status} (--again starts "
+        "the next job, e.g. for objects added under --input since)"
+    )
     return name
 
 

@@ -12,7 +12,9 @@
                      the job's ModelArtifacts, registered as a version of N's model
                      registry (`aws register`; Approved with --approve). With
                      --deploy-approved the endpoint gets the newest Approved version
-                     instead while the job's is pending (the live endpoint keeps it)
+                     instead while the job's is pending (the live endpoint keeps it). The
+                     version is the one of (job, serve image); a Rejected one is never
+                     deployed, a pending one is, with a line saying so
   [5/8] endpoint     `aws deploy` (model, endpoint config, alarms, endpoint or its update)
   [6/8] autoscaling  `aws autoscale` (none for a serverless endpoint: it scales by itself)
   [7/8] alarms       their state (deploy makes them before the endpoint: an update rolls
@@ -22,7 +24,8 @@
 Every step is idempotent, so a rerun goes on where the last one stopped. Each step's
 `[k/8] title` header comes first, its own messages indented under it, and its outcome
 last (`-> ...`), so a person reads what runs before its details. The summary ends with
-what the deployment costs an hour, from PRICES below.
+what the deployment costs an hour, from PRICES below. A config with deploy.async true is
+refused before any request: up's scaling and front door are for InvokeEndpoint.
 """
 
 from __future__ import annotations
@@ -51,10 +54,11 @@ from dogbreed.aws.functions import (
     s3_input_prefix,
 )
 from dogbreed.aws.policies import split_s3
-from dogbreed.aws.registry import Version, up_version
+from dogbreed.aws.registry import Version
 from dogbreed.aws.roles import cmd_iam
 from dogbreed.aws.storage import UploadOptions, cmd_upload_data
 from dogbreed.aws.training import TrainOptions, resolve, training_job_request, wait_training
+from dogbreed.aws.up_registry import up_version
 from dogbreed.core.errors import AwsError, ConfigError, DogbreedError
 
 STEPS = 8
@@ -104,6 +108,7 @@ class Summary:
 
 
 def cmd_up(ctx: Ctx, opts: UpOptions) -> Summary:
+    refuse_async(ctx, opts.deploy)
     plan = make_plan(ctx, opts.deploy)  # every deploy setting checked before any call
     if ctx.config["lambda"]["s3_input"]:
         s3_input_prefix(ctx.config["lambda"]["s3_input"])
@@ -119,6 +124,17 @@ def cmd_up(ctx: Ctx, opts: UpOptions) -> Summary:
     summary = _summary(ctx, plan, endpoint, url, opts.scale)
     _report(ctx, summary)
     return summary
+
+
+def refuse_async(ctx: Ctx, deploy: DeployOptions) -> None:
+    """Before any request: up's scaling and Lambda front door are for a real-time or
+    serverless endpoint (InvokeEndpoint); an asynchronous one has its own verbs."""
+    if deploy.asynchronous or (deploy.asynchronous is None and ctx.config["deploy"]["async"]):
+        raise ConfigError(
+            "deploy.async is true: aws up builds a real-time or serverless endpoint with a "
+            "Lambda front door; for an asynchronous endpoint run aws deploy --async, aws "
+            "autoscale, aws invoke --async (or set deploy.async false)"
+        )
 
 
 # ---- running a step ------------------------------------------------------------------------

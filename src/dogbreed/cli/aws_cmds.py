@@ -122,6 +122,7 @@ def _transform(ctx: Ctx, args: argparse.Namespace) -> None:
             image=args.image,
             wait=args.wait,
             timeout_s=args.timeout,
+            again=args.again,
         ),
     )
 

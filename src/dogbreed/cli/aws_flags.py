@@ -158,6 +158,12 @@ def transform_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", help="with --model-data: serve image URI")
     parser.add_argument("--wait", action="store_true", help="follow the job until it ends")
     parser.add_argument("--timeout", type=float, default=86400, help="--wait limit, seconds")
+    parser.add_argument(
+        "--again",
+        action="store_true",
+        help="start the next job of this request even though one exists: after a failure, "
+        "or for objects added under --input since",
+    )
 
 
 REGISTER_HELP = (

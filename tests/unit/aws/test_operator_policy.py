@@ -53,6 +53,7 @@ VARIANTS = {
         ["--jsonlines", "--wait", "--instance-count", "2"],
         ["--model-data", MODEL_DATA, "--image", IMAGE, "--adopt"],
         ["--output", f"{CONFIG['output']}/{NAME}/scores"],
+        ["--again"],
     ],
     "register": [["--training-job", f"{NAME}-0123abcd", "--approve", "--adopt"]],
     "approve": [["--version", "2"], ["--reject", "--reason", "x", "--adopt"]],

@@ -22,6 +22,7 @@ from dogbreed.aws.registry import (
     package_request,
     resolve,
 )
+from dogbreed.aws.up_registry import up_version
 from dogbreed.core.errors import ConfigError
 from support.aws import ACCOUNT, REGION, offline_ctx
 
@@ -164,7 +165,9 @@ def test_a_job_already_registered_is_not_registered_twice():
         version = cmd_register(ctx, RegisterOptions(SERVE, JOB))
         s.assert_no_pending_responses()
     assert version.number == 1
-    assert f"training job {JOB} is version 1 of dogs already" in ctx.out.getvalue()
+    assert (
+        f"training job {JOB} with image {SERVE} is version 1 of dogs already" in ctx.out.getvalue()
+    )
 
 
 def test_register_refuses_a_job_not_completed_or_not_ns():
@@ -189,8 +192,8 @@ def test_the_default_job_is_ns_newest_completed_one():
 
 
 def test_metadata_keeps_to_sagemakers_limits():
-    with pytest.raises(ConfigError, match="--image is 300 characters"):
-        metadata(JOB, job(), "x" * 300)
+    with pytest.raises(ConfigError, match=r"--image is 256 characters: .* takes 255 at most"):
+        registry.check_image("x" * 256)  # ContainerImage: 255 at most
     values = metadata(JOB, None, SERVE)  # a job that reported no metric
     assert values == {"training_job": JOB, "image": SERVE}
     assert all(1 <= len(v) <= 256 and 1 <= len(k) <= 128 for k, v in values.items())
@@ -309,7 +312,7 @@ def test_up_deploy_approved_keeps_the_approved_version_while_the_new_one_is_pend
     versions(s, [summary(1, APPROVED, "dogs-00000001")], status=APPROVED)
     s.add_response("describe_model_package", described(1, APPROVED), {"ModelPackageName": arn(1)})
     with s:
-        deployed, line = registry.up_version(ctx, JOB, job(), SERVE, False, True)
+        deployed, line = up_version(ctx, JOB, job(), SERVE, False, True)
         s.assert_no_pending_responses()
     assert deployed.number == 1 and deployed.model_data == "s3://b/1/model.tar.gz"
     assert line.startswith(f"model version 2 of dogs ({PENDING}): not Approved")
@@ -322,6 +325,70 @@ def test_up_approve_deploys_the_jobs_own_version():
     versions(s, [])
     s.add_response("create_model_package", {"ModelPackageArn": arn(1)})
     with s:
-        deployed, line = registry.up_version(ctx, JOB, job(), SERVE, True, True)
+        deployed, line = up_version(ctx, JOB, job(), SERVE, True, True)
     assert (deployed.number, deployed.status, deployed.model_data) == (1, APPROVED, MODEL)
     assert line == f"model version 1 of dogs ({APPROVED}): {MODEL}"
+
+
+# ---- (job, image) keys a version; what up deploys; the limits --------------------------------
+
+SERVE_V2 = SERVE.replace("abc1234", "v2")
+
+
+def test_a_job_registered_with_another_image_becomes_a_new_version_up_deploys():
+    ctx, _, s = stubbed()
+    the_group(s)
+    versions(s, [summary(1, APPROVED)])  # the job with SERVE
+    s.add_response("describe_model_package", described(1, APPROVED), {"ModelPackageName": arn(1)})
+    expected = package_request(ctx, JOB, job(), SERVE_V2, approve=True)
+    s.add_response("create_model_package", {"ModelPackageArn": arn(2)}, expected)
+    with s:
+        deployed, _ = up_version(ctx, JOB, job(), SERVE_V2, True, False)
+        s.assert_no_pending_responses()
+    assert (deployed.number, deployed.image) == (2, SERVE_V2)
+    assert "registered training job" in ctx.out.getvalue()
+
+
+def test_up_never_deploys_a_rejected_version_and_approve_does_not_lift_the_rejection():
+    ctx, _, s = stubbed()
+    the_group(s)
+    versions(s, [summary(1, REJECTED)])
+    s.add_response("describe_model_package", described(1, REJECTED), {"ModelPackageName": arn(1)})
+    with s, pytest.raises(ConfigError) as refused:
+        up_version(ctx, JOB, job(), SERVE, True, False)
+    assert "version 1 of dogs is Rejected: aws up does not deploy it" in str(refused.value)
+    assert "aws approve --name dogs --version 1" in str(refused.value)
+    assert "--approve not applied: version 1 of dogs is Rejected" in ctx.out.getvalue()
+
+
+def test_up_says_when_it_deploys_a_pending_version():
+    ctx, _, s = stubbed()
+    the_group(s)
+    versions(s, [summary(1)])
+    s.add_response("describe_model_package", described(1), {"ModelPackageName": arn(1)})
+    with s:
+        deployed, line = up_version(ctx, JOB, job(), SERVE, False, False)
+    assert deployed.number == 1 and line.startswith(f"model version 1 of dogs ({PENDING})")
+    assert f"version 1 is {PENDING}: deploying it unapproved" in ctx.out.getvalue()
+
+
+def test_a_reason_over_sagemakers_limit_is_refused_before_any_request():
+    ctx, _, s = stubbed()
+    with s, pytest.raises(ConfigError, match="--reason is 1025 characters: SageMaker takes 1024"):
+        cmd_approve(ctx, 1, reject=True, reason="x" * 1025)  # the Stubber has nothing queued
+
+
+def test_register_refuses_an_image_over_255_characters_before_any_request():
+    ctx, _, s = stubbed()
+    with s, pytest.raises(ConfigError, match="--image is 256 characters"):
+        registry.register_job(ctx, JOB, job(), "x" * 256, False)
+
+
+def test_approve_on_a_group_without_versions_says_how_to_make_one():
+    ctx, _, s = stubbed()
+    the_group(s)
+    versions(s, [])
+    with s, pytest.raises(ConfigError) as refused:
+        cmd_approve(ctx)
+    assert "no versions registered yet: aws register --name dogs" in str(refused.value)
+    assert "aws up" in str(refused.value) and "None" not in str(refused.value)

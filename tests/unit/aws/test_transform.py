@@ -125,6 +125,7 @@ def run(opts: TransformOptions, found: dict | None = None) -> tuple[str, dict, s
         )
     else:
         sm.add_response("describe_transform_job", found, {"TransformJobName": name})
+        no_job(sm, transform.attempt_name(ctx, name, 1))
     with sm, iam:
         assert cmd_transform(ctx, opts) == name
         sm.assert_no_pending_responses()
@@ -343,3 +344,71 @@ def test_the_role_reads_transform_input_and_lists_only_its_prefix():
 def test_a_whole_bucket_transform_input_is_refused():
     with pytest.raises(ConfigError, match=r"transform\.input 's3://dogs-bucket' is a whole bucket"):
         role("s3://dogs-bucket")
+
+
+# ---- attempts: --again after a failure, or for new input ------------------------------------
+
+
+def described(name: str, status: str, reason: str | None = None) -> dict:
+    return {
+        "TransformJobName": name,
+        "TransformJobArn": f"{ARN}:transform-job/{name}",
+        "TransformJobStatus": status,
+        "ModelName": MODEL,
+        "TransformInput": {
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": INPUT}}
+        },
+        "TransformOutput": {"S3OutputPath": OWN},
+        "TransformResources": {"InstanceType": "ml.c6i.xlarge", "InstanceCount": 1},
+        "CreationTime": "2026-01-01",
+        **({"FailureReason": reason} if reason else {}),
+    }
+
+
+def attempts(statuses: list[str], again: bool, reason: str | None = None) -> tuple[list, str]:
+    """cmd_transform where the request's attempts 0.. have `statuses`: the attempts' names
+    and the output; the next attempt is created when `again`."""
+    ctx, sm, iam = context()
+    first = expected(ctx, TransformOptions(INPUT))
+    names = [transform.attempt_name(ctx, first["TransformJobName"], k) for k in range(4)]
+    role_policy(iam)
+    endpoint_model(sm)
+    for k, status in enumerate(statuses):
+        found = described(names[k], status, reason)
+        sm.add_response("describe_transform_job", found, {"TransformJobName": names[k]})
+    no_job(sm, names[len(statuses)])
+    if again:
+        nxt = transform.attempt_request(ctx, first, len(statuses), True)
+        sm.add_response("create_transform_job", {"TransformJobArn": "x"}, nxt)
+    with sm, iam:
+        cmd_transform(ctx, TransformOptions(INPUT, again=again))
+        sm.assert_no_pending_responses()
+    return names, ctx.out.getvalue()
+
+
+def test_a_failed_job_is_reported_with_its_reason_and_again_starts_the_next_attempt():
+    with pytest.raises(AwsError, match=r"Failed: 415 from the container. .* rerun with --again"):
+        attempts(["Failed"], again=False, reason="415 from the container")
+    names, out = attempts(["Failed"], again=True)
+    assert names[1] != names[0] and Names("dogs").owns(names[1])
+    assert f"created transform job {names[1]}" in out
+    assert f"{OWN}/transform/{names[1]}" in out  # the attempt's own output folder
+
+
+def test_again_processes_new_input_after_completed_attempts_and_without_it_reports_the_latest():
+    names, out = attempts(["Completed", "Completed"], again=False)
+    assert f"transform job {names[1]} exists (same request): unchanged, Completed" in out
+    names, out = attempts(["Completed", "Stopped"], again=True)
+    assert f"created transform job {names[2]}" in out
+
+
+def test_again_waits_for_a_running_job_and_attempts_are_bounded():
+    with pytest.raises(ConfigError, match="is InProgress; let it end first"):
+        attempts(["InProgress"], again=True)
+    ctx, sm, iam = context()
+    role_policy(iam)
+    endpoint_model(sm)
+    for _ in range(transform.MAX_ATTEMPTS):
+        sm.add_response("describe_transform_job", described("dogs-00000000", "Failed"))
+    with sm, iam, pytest.raises(AwsError, match="10 transform jobs of this request exist"):
+        cmd_transform(ctx, TransformOptions(INPUT, again=True))

@@ -179,6 +179,17 @@ def test_bad_settings_stop_up_before_any_request(offline):
     assert "neither a directory nor an s3:// URI" in str(error)
 
 
+def test_up_refuses_an_async_config_before_any_request(offline):
+    config = {**CONFIG, "deploy": {**CONFIG.get("deploy", {}), "async": True}}
+    (offline / "async.json").write_text(json.dumps(config))
+    ctx, error = run_verb(
+        "up", "--name", NAME, "--config", str(offline / "async.json"), "--dry-run",
+        "--data", str(offline / "dogImages"), "--image-train", TRAIN, "--image-serve", SERVE,
+    )  # fmt: skip
+    assert "deploy.async is true: aws up builds a real-time or serverless" in str(error)
+    assert "aws deploy --async" in str(error) and ctx.requests == []
+
+
 # ---- the training step ---------------------------------------------------------------------
 
 
