@@ -39,8 +39,8 @@ REALTIME_TYPES = ("ml.m5.large", "ml.m6i.large", "ml.c6i.large", "ml.c6i.xlarge"
                   "ml.g4dn.xlarge")  # fmt: skip
 TRANSFORM_TYPES = ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge", "ml.c6i.large", "ml.c6i.xlarge")
 # The job's final metrics a version carries (training.METRIC_DEFINITIONS' names; the int8
-# check is logged as prose, not as a name=value metric line, so there is none for it).
-METRICS = ("val_acc", "test_acc")
+# check's two are absent when the job kept no int8 model).
+METRICS = ("val_acc", "test_acc", "int8_val_acc", "int8_agreement")
 JOB_KEY, IMAGE_KEY = "training_job", "image"  # CustomerMetadataProperties' other keys
 # SageMaker's limits (botocore's model): the image is a ContainerImage (255) and a
 # CustomerMetadataValue (256); --reason an ApprovalDescription (1024).

@@ -20,6 +20,9 @@ from dogbreed.core.errors import AwsError
 METRIC_DEFINITIONS = [
     {"Name": name, "Regex": rf"{name}=([0-9.]+)"}
     for name in ("train_loss", "val_loss", "val_acc", "test_acc", "images_per_s")
+] + [  # the int8 check, from its log line (train/quantize.py: "int8 model kept: ...")
+    {"Name": "int8_val_acc", "Regex": r"int8 model kept: val_acc ([0-9.]+)"},
+    {"Name": "int8_agreement", "Regex": r"int8 model kept: .* top-1 agreement ([0-9.]+)"},
 ]
 CHECKPOINT_DIR = f"{settings.DEFAULT_BASE_DIR}/checkpoints"
 ENDED = ("Completed", "Failed", "Stopped")

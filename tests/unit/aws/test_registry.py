@@ -53,6 +53,8 @@ def job(status: str = "Completed") -> dict:
             {"MetricName": "val_acc", "Value": 0.874, "Timestamp": 0},
             {"MetricName": "test_acc", "Value": 0.86125, "Timestamp": 0},
             {"MetricName": "train_loss", "Value": 0.41, "Timestamp": 0},
+            {"MetricName": "int8_val_acc", "Value": 0.8702, "Timestamp": 0},
+            {"MetricName": "int8_agreement", "Value": 0.97, "Timestamp": 0},
         ],
     }
 
@@ -143,6 +145,8 @@ def test_register_creates_the_group_tagged_and_a_pending_version_with_the_jobs_m
         "image": SERVE,
         "val_acc": "0.8740",
         "test_acc": "0.8612",  # train_loss is no metric a version carries
+        "int8_val_acc": "0.8702",
+        "int8_agreement": "0.9700",
     }
     assert expected["ModelPackageDescription"] == f"the model of training job {JOB}"
     assert expected["ModelApprovalStatus"] == PENDING
@@ -392,3 +396,21 @@ def test_approve_on_a_group_without_versions_says_how_to_make_one():
         cmd_approve(ctx)
     assert "no versions registered yet: aws register --name dogs" in str(refused.value)
     assert "aws up" in str(refused.value) and "None" not in str(refused.value)
+
+
+def test_the_int8_check_is_read_from_the_training_log_as_two_metrics():
+    """SageMaker reads metrics from the job's log by METRIC_DEFINITIONS' regexes: the line
+    train/quantize.py logs when it keeps the int8 model gives the version its int8 check."""
+    import re
+
+    from dogbreed.aws.training import METRIC_DEFINITIONS
+
+    line = (
+        "INFO int8 model kept: val_acc 0.8123 (fp32 0.8200), top-1 agreement 0.9712 on 835 images"
+    )
+    found = {
+        d["Name"]: m.group(1) for d in METRIC_DEFINITIONS if (m := re.search(d["Regex"], line))
+    }
+    assert found == {"int8_val_acc": "0.8123", "int8_agreement": "0.9712"}
+    kept_not = "WARNING int8 model not kept: val_acc 0.5 is more than 0.02 below 0.8"
+    assert not any(re.search(d["Regex"], kept_not) for d in METRIC_DEFINITIONS)
