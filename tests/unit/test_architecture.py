@@ -58,6 +58,19 @@ def test_the_control_plane_and_help_load_no_image_stack(argv):
     assert loaded_by(*argv) == []
 
 
+@pytest.mark.parametrize("argv", [("serve", "--help"), ("train", "--help"), ("--help",)])
+def test_the_images_commands_load_no_aws_sdk(argv):
+    """The serve and train images hold no boto3 or botocore: building the CLI's parser
+    (every verb's flags and help, the aws ones included) must not import them."""
+    proc = subprocess.run(
+        [sys.executable, "-c", LOADED.replace("sys.argv[0]", repr("boto3,botocore")), *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "LOADED \n" in proc.stdout, proc.stdout[-500:] + proc.stderr[-2000:]
+
+
 def test_no_import_cycles():
     graph = grimp.build_graph("dogbreed")
     modules = sorted(graph.modules)

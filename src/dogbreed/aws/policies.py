@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from dogbreed.aws.context import Names
 from dogbreed.core.errors import ConfigError
 
 VERSION = "2012-10-17"
@@ -158,6 +157,10 @@ def sagemaker_policy(
     shared locations, N writes below them (deployment_uri). `transform_input`: the prefix
     N's batch transform jobs read (the setting transform.input), when set. Transform jobs
     write under N's output prefix, which WriteOwnOutputAndCheckpoints covers."""
+    # Here, not at the top: context.py loads botocore, which the images lack, and their
+    # CLI parser reads this module's neighbour config.py.
+    from dogbreed.aws.context import Names
+
     own = [deployment_uri(output, name), deployment_uri(checkpoints, name)]
     repos = [f"arn:aws:ecr:{region}:{account}:repository/{r}" for r in repositories]
     reads = [data]
