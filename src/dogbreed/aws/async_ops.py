@@ -59,7 +59,7 @@ def cmd_autoscale(ctx: Ctx, opts: endpoints.ScaleOptions, asynchronous: bool = F
         )
     endpoints.claim_endpoint(ctx, endpoint)  # its scaling is the endpoint's
     pick = scale_settings(ctx, opts)
-    _ensure_target(ctx, pick["min"], pick["max"])
+    endpoints.ensure_target(ctx, pick["min"], pick["max"])
     _drop_other_mode(ctx, [n.scaling_policy], wake_alarm=False)
     tracking = tracking_config(ctx, pick)
     _ensure_policy(ctx, n.backlog_tracking_policy, "TargetTrackingScaling", tracking)
@@ -158,30 +158,6 @@ def step_config(pick: dict[str, Any]) -> dict[str, Any]:
         "Cooldown": pick["wake_cooldown"],
         "StepAdjustments": [{"MetricIntervalLowerBound": 0.0, "ScalingAdjustment": 1}],
     }
-
-
-def _ensure_target(ctx: Ctx, low: int, high: int) -> None:
-    resource = ctx.names.scaling_resource
-    found = ctx.read(
-        "application-autoscaling",
-        "describe_scalable_targets",
-        ServiceNamespace="sagemaker",
-        ResourceIds=[resource],
-    )
-    current = (found or {}).get("ScalableTargets", [])
-    if current and (current[0]["MinCapacity"], current[0]["MaxCapacity"]) == (low, high):
-        ctx.say(f"scalable target {resource} unchanged ({low}-{high})")
-        return
-    ctx.write(
-        "application-autoscaling",
-        "register_scalable_target",
-        **endpoints.scaling_target(ctx),
-        MinCapacity=low,
-        MaxCapacity=high,
-    )
-    zero = ": none when idle" if low == 0 else ""
-    verb = "updated" if current else "registered"
-    ctx.say(f"{verb} scalable target {resource} ({low}-{high} instances{zero})")
 
 
 def _ensure_policy(ctx: Ctx, name: str, policy_type: str, config: dict[str, Any]) -> str:

@@ -364,7 +364,7 @@ def cmd_autoscale(ctx: Ctx, opts: ScaleOptions) -> None:
             "for instance endpoints"
         )
     pick = scale_settings(ctx, opts)
-    _ensure_target(ctx, pick["min"], pick["max"])
+    ensure_target(ctx, pick["min"], pick["max"])
     _ensure_policy(
         ctx,
         {
@@ -376,7 +376,7 @@ def cmd_autoscale(ctx: Ctx, opts: ScaleOptions) -> None:
     )
 
 
-def _ensure_target(ctx: Ctx, low: int, high: int) -> None:
+def ensure_target(ctx: Ctx, low: int, high: int) -> None:
     resource = ctx.names.scaling_resource
     found = ctx.read(
         "application-autoscaling",
@@ -395,8 +395,9 @@ def _ensure_target(ctx: Ctx, low: int, high: int) -> None:
         MinCapacity=low,
         MaxCapacity=high,
     )
+    zero = ": none when idle" if low == 0 else ""  # an async endpoint's, scaling to zero
     verb = "updated" if current else "registered"
-    ctx.say(f"{verb} scalable target {resource} ({low}-{high} instances)")
+    ctx.say(f"{verb} scalable target {resource} ({low}-{high} instances{zero})")
 
 
 def _ensure_policy(ctx: Ctx, config: dict[str, Any]) -> None:
