@@ -43,9 +43,13 @@ ASYNC_WORKERS = 2
 PAYLOAD_MB = int(BATCH_PAYLOAD_CAP_MB)
 MAX_TIMEOUT_S = 3600  # InvokeEndpointAsync's InvocationTimeoutSeconds at most
 # The Java front end holds each body it has taken, up to its max_request_size (twice the
-# payload limit and 1 MB: serve.mms.front_end_limit; a test checks). It gets room for
-# ASYNC_WORKERS of those above a base for itself, in whole steps.
+# payload limit and 1 MB: serve.mms.front_end_limit; a test checks). While it hands a body
+# to a worker it holds two copies on its heap: the request's byte[] and the buffer MMS's
+# ModelRequestEncoder writes it into (with one copy, two 200 MB bodies at once ran the heap
+# out under load: a 500 "Worker died"). It gets room for ASYNC_WORKERS of those above a
+# base for itself, in whole steps.
 FRONT_END_BODY_MB = 2 * PAYLOAD_MB + 1
+HEAP_COPIES_PER_BODY = 2
 HEAP_BASE_MB = 256
 HEAP_STEP_MB = 128
 SIZED_VMARGS = ("-Xmx", "-XX:MaxDirectMemorySize=")  # the flags heap_vmargs replaces
@@ -189,7 +193,7 @@ def async_environment(timeout_s: int) -> dict[str, str]:
 
 def heap_mb(bodies: int) -> int:
     """Heap (and direct memory) for `bodies` maximum-size requests held at once."""
-    need = HEAP_BASE_MB + bodies * FRONT_END_BODY_MB
+    need = HEAP_BASE_MB + bodies * HEAP_COPIES_PER_BODY * FRONT_END_BODY_MB
     return -(-need // HEAP_STEP_MB) * HEAP_STEP_MB
 
 

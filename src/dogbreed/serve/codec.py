@@ -174,10 +174,11 @@ def input_fn(
 ) -> Request:
     """Decode the body into a preprocessed batch (the evaluation transform of training)."""
     opts = opts or ServeSettings.read()
-    body = input_data.encode() if isinstance(input_data, str) else bytes(input_data or b"")
     limit = opts.max_payload_bytes
-    if len(body) > limit:
+    body = input_data.encode() if isinstance(input_data, str) else input_data or b""
+    if len(body) > limit:  # before bytes() copies it: a body up to twice the limit gets here
         raise PayloadTooLargeError(f"request of {len(body)} bytes is over the {limit}-byte limit")
+    body = bytes(body)
     media = _media_type(content_type)
     if media in JSON_LINES_TYPES:
         records = [_checked(r, opts) for r in parse_json_lines(body, opts.top_k)]

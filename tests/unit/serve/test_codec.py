@@ -89,6 +89,10 @@ def test_limits(model, monkeypatch):
     monkeypatch.setenv("DOGBREED_MAX_PAYLOAD_MB", "0.001")
     with pytest.raises(PayloadTooLargeError):
         input_fn(b"x" * 2000, "image/jpeg")
+    with pytest.raises(PayloadTooLargeError, match="2000 bytes"):  # as the worker gets it
+        input_fn(bytearray(2000), "image/jpeg")
+    with pytest.raises(PayloadTooLargeError, match="1200 bytes"):  # a str counts its bytes
+        input_fn("\u00e9" * 600, "application/json")
     monkeypatch.delenv("DOGBREED_MAX_PAYLOAD_MB")
     monkeypatch.setenv("DOGBREED_MAX_PIXELS", "1000")
     with pytest.raises(ImageTooLargeError) as info:
