@@ -17,8 +17,7 @@ from dogbreed.aws import policies as iam
 from dogbreed.aws.config import load_config
 from dogbreed.aws.context import Ctx, Names
 from dogbreed.core.errors import AwsError
-from support.aws import ACCOUNT, REGION, offline_ctx, use_moto
-from support.cli import run_cli
+from support.aws import ACCOUNT, REGION, aws, moto_env, offline_ctx
 
 IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-train:abc1234"
 SERVE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-serve:abc1234"
@@ -31,16 +30,7 @@ CONFIG = {
 
 @pytest.fixture
 def aws_env(moto_url, tmp_path, monkeypatch):
-    env = use_moto(moto_url, monkeypatch)
-    config = tmp_path / "aws.json"
-    config.write_text(json.dumps({**CONFIG, "region": REGION}))
-    return env, config
-
-
-def aws(env_config, *args: str, check: bool = True):
-    env, config = env_config
-    verb, rest = args[0], args[1:]
-    return run_cli("aws", verb, "--config", str(config), *rest, env=env, check=check, timeout=300)
+    return moto_env(moto_url, monkeypatch, tmp_path, {**CONFIG, "region": REGION})
 
 
 def dry_request(output: str, operation: str) -> dict:

@@ -16,8 +16,7 @@ import boto3
 import pytest
 import requests
 
-from support.aws import ACCOUNT, REGION, use_moto
-from support.cli import run_cli
+from support.aws import ACCOUNT, REGION, aws, moto_env
 
 SERVE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-serve:abc1234"
 BUCKET = "dogs-bucket"
@@ -33,17 +32,9 @@ TAGGED = {"Key": "dogbreed:name"}
 
 @pytest.fixture
 def aws_env(moto_url, tmp_path, monkeypatch):
-    env = use_moto(moto_url, monkeypatch)
-    config = tmp_path / "aws.json"
-    config.write_text(json.dumps(CONFIG))
+    env_config = moto_env(moto_url, monkeypatch, tmp_path, CONFIG)
     boto3.client("s3").create_bucket(Bucket=BUCKET)
-    return env, config, moto_url
-
-
-def aws(env_config, *args: str, check: bool = True):
-    env, config, _ = env_config
-    verb, rest = args[0], args[1:]
-    return run_cli("aws", verb, "--config", str(config), *rest, env=env, check=check, timeout=300)
+    return env_config
 
 
 def queue_async_answer(moto_url: str, data: str, failure: bool = False) -> None:
@@ -55,7 +46,7 @@ def queue_async_answer(moto_url: str, data: str, failure: bool = False) -> None:
     answer.raise_for_status()
 
 
-def test_deploy_async_notify_invoke_status_down(aws_env, tmp_path):
+def test_deploy_async_notify_invoke_status_down(aws_env, moto_url, tmp_path):
     name = f"Dog{uuid.uuid4().hex[:6]}"
     deploy = ["deploy", "--name", name, "--image", SERVE, "--model-data", "s3://b/m.tar.gz"]
     deploy += ["--async", "--notify", "--capture-percent", "10"]
@@ -122,7 +113,6 @@ def test_deploy_async_notify_invoke_status_down(aws_env, tmp_path):
 
     image = tmp_path / "dog.jpg"
     image.write_bytes(JPEG)
-    _, _, moto_url = aws_env
     queue_async_answer(moto_url, json.dumps({"label": "Akita", "index": 3, "score": 0.9}))
     answer = aws(aws_env, "invoke", str(image), "--name", name, "--async", "--timeout", "60")
     assert answer.stdout.strip().endswith(f"{image}: Akita (index 3, p=0.900)"), answer.stdout

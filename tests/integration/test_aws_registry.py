@@ -6,14 +6,12 @@ a version's metadata on an update that leaves it out (approve sends it back unch
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import boto3
 import pytest
 
-from support.aws import ACCOUNT, REGION, use_moto
-from support.cli import run_cli
+from support.aws import ACCOUNT, REGION, aws, moto_env
 
 TRAIN = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-train:abc1234"
 SERVE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-serve:abc1234"
@@ -27,16 +25,7 @@ CONFIG = {
 
 @pytest.fixture
 def aws_env(moto_url, tmp_path, monkeypatch):
-    env = use_moto(moto_url, monkeypatch)
-    config = tmp_path / "aws.json"
-    config.write_text(json.dumps(CONFIG))
-    return env, config
-
-
-def aws(env_config, *args: str, check: bool = True):
-    env, config = env_config
-    verb, rest = args[0], args[1:]
-    return run_cli("aws", verb, "--config", str(config), *rest, env=env, check=check, timeout=300)
+    return moto_env(moto_url, monkeypatch, tmp_path, CONFIG)
 
 
 def training_job(name: str) -> str:

@@ -13,8 +13,7 @@ import uuid
 import boto3
 import pytest
 
-from support.aws import ACCOUNT, REGION, use_moto
-from support.cli import run_cli
+from support.aws import ACCOUNT, REGION, aws, moto_env
 
 SERVE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/dogbreed-serve:abc1234"
 INPUT = "s3://dogs-bucket/transform-in"
@@ -29,16 +28,7 @@ CONFIG = {
 
 @pytest.fixture
 def aws_env(moto_url, tmp_path, monkeypatch):
-    env = use_moto(moto_url, monkeypatch)
-    config = tmp_path / "aws.json"
-    config.write_text(json.dumps(CONFIG))
-    return env, config
-
-
-def aws(env_config, *args: str, check: bool = True):
-    env, config = env_config
-    verb, rest = args[0], args[1:]
-    return run_cli("aws", verb, "--config", str(config), *rest, env=env, check=check, timeout=300)
+    return moto_env(moto_url, monkeypatch, tmp_path, CONFIG)
 
 
 def created(out: str) -> str:

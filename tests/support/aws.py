@@ -11,12 +11,15 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
+from typing import Any
 
 import boto3
 
 from dogbreed.aws.config import load_config
 from dogbreed.aws.context import Ctx, Names
 from dogbreed.aws.invoke_twin import LoopbackServer, QuietHandler
+from support.cli import run_cli
 
 ACCOUNT = "123456789012"  # moto's account
 REGION = "us-east-1"
@@ -30,6 +33,7 @@ CONFIG = {
 }
 PROVISIONED_PATH = re.compile(r"^/2019-09-30/functions/([^/?]+)/provisioned-concurrency$")
 HOP_HEADERS = {"host", "content-length", "connection", "transfer-encoding"}
+CLI_TIMEOUT_S = 300  # one `dogbreed aws` command against moto
 
 
 def offline_ctx(service: str) -> tuple[Ctx, object]:
@@ -56,6 +60,27 @@ def use_moto(moto_url: str, monkeypatch) -> dict[str, str]:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
+
+
+def moto_env(
+    moto_url: str, monkeypatch, folder: Path, settings: dict[str, Any]
+) -> tuple[dict[str, str], Path]:
+    """What an `aws_env` fixture gives `aws`: boto3 pointed at moto (use_moto), and a
+    deployment's settings file holding `settings`, written in `folder`."""
+    env = use_moto(moto_url, monkeypatch)
+    config = folder / "aws.json"
+    config.write_text(json.dumps(settings))
+    return env, config
+
+
+def aws(env_config: tuple[dict[str, str], Path], *args: str, check: bool = True):
+    """Run `dogbreed aws VERB ARGS` (args[0] the verb) with a moto_env's environment and
+    settings file; the completed process."""
+    env, config = env_config
+    verb, rest = args[0], args[1:]
+    return run_cli(
+        "aws", verb, "--config", str(config), *rest, env=env, check=check, timeout=CLI_TIMEOUT_S
+    )
 
 
 # ---- Lambda: moto's, plus provisioned concurrency ------------------------------------------

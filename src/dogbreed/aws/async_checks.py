@@ -11,17 +11,15 @@ threshold.
 
 from __future__ import annotations
 
-import json
-import urllib.parse
 from dataclasses import replace
 from typing import Any
 
 from dogbreed.aws.alarms import Thresholds
 from dogbreed.aws.context import Ctx
+from dogbreed.aws.policies import PUBLISH_SID, role_grants
 from dogbreed.core.errors import ConfigError
 
 ASYNC_KEY = "AsyncInferenceConfig"  # DescribeEndpointConfig's, present on an async endpoint
-PUBLISH_SID = "PublishOwnAsyncNotifications"  # policies.sagemaker_policy's statement
 MS = 1000
 
 
@@ -75,13 +73,7 @@ def check_role_publishes(ctx: Ctx, notify: bool) -> None:
     if not notify:
         return
     role = ctx.names.sagemaker_role
-    found = ctx.find("iam", "get_role_policy", RoleName=role, PolicyName=role)
-    if ctx.dry_run:
-        return
-    doc = (found or {}).get("PolicyDocument") or {}
-    if isinstance(doc, str):  # IAM answers URL-encoded JSON; boto3 may have parsed it
-        doc = json.loads(urllib.parse.unquote(doc))
-    if any(s.get("Sid") == PUBLISH_SID for s in doc.get("Statement", [])):
+    if role_grants(ctx, PUBLISH_SID):
         return
     raise ConfigError(
         f"--notify (async.notify): the role {role} may not publish to {ctx.names.name}'s "

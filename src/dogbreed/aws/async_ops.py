@@ -45,7 +45,7 @@ def cmd_autoscale(ctx: Ctx, opts: endpoints.ScaleOptions, asynchronous: bool = F
     is_async = bool(config and "AsyncInferenceConfig" in config)
     if not (is_async or asynchronous):
         endpoints.cmd_autoscale(ctx, opts)
-        _drop_other_mode(ctx, [n.backlog_tracking_policy, n.backlog_policy], wake_alarm=True)
+        _drop_other_mode(ctx, _backlog_names(ctx), wake_alarm=True)
         return
     if endpoint is None and not ctx.dry_run:  # a dry run reads nothing: it shows the requests
         raise ConfigError(
@@ -80,6 +80,23 @@ def _drop_other_mode(ctx: Ctx, policies: list[str], wake_alarm: bool) -> None:
 def _drop_policies(ctx: Ctx, names: list[str]) -> None:
     """The other mode's scaling policies, those listed: a mode change leaves none behind
     (a dry run, which lists nothing, shows their deletes)."""
+    listed = _listed_policies(ctx, names)
+    target = endpoints.scaling_target(ctx)
+    for name in names:
+        if name in listed or ctx.dry_run:
+            ctx.delete(
+                "application-autoscaling", "delete_scaling_policy", PolicyName=name, **target
+            )
+
+
+def _backlog_names(ctx: Ctx) -> list[str]:
+    """N's two backlog scaling policies: target tracking, then the step out of zero."""
+    return [ctx.names.backlog_tracking_policy, ctx.names.backlog_policy]
+
+
+def _listed_policies(ctx: Ctx, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Those of the scaling policies `names` on N's variant that exist, by name (none in a
+    dry run, which records the read)."""
     found = ctx.read(
         "application-autoscaling",
         "describe_scaling_policies",
@@ -87,13 +104,9 @@ def _drop_policies(ctx: Ctx, names: list[str]) -> None:
         ResourceId=ctx.names.scaling_resource,
         PolicyNames=names,
     )
-    listed = {p["PolicyName"] for p in (found or {}).get("ScalingPolicies", [])}
-    target = endpoints.scaling_target(ctx)
-    for name in names:  # by name: see _ensure_policy
-        if name in listed or ctx.dry_run:
-            ctx.delete(
-                "application-autoscaling", "delete_scaling_policy", PolicyName=name, **target
-            )
+    # By name too: PolicyNames filters on AWS, not on every emulator.
+    listed = (found or {}).get("ScalingPolicies", [])
+    return {p["PolicyName"]: p for p in listed if p["PolicyName"] in names}
 
 
 def _drop_wake_alarm(ctx: Ctx) -> None:
@@ -162,19 +175,11 @@ def step_config(pick: dict[str, Any]) -> dict[str, Any]:
 
 def _ensure_policy(ctx: Ctx, name: str, policy_type: str, config: dict[str, Any]) -> str:
     """Create or update one scaling policy (a POLICY_CONFIG type); its ARN."""
-    found = ctx.read(
-        "application-autoscaling",
-        "describe_scaling_policies",
-        ServiceNamespace="sagemaker",
-        ResourceId=ctx.names.scaling_resource,
-        PolicyNames=[name],
-    )
-    # By name here too: PolicyNames filters on AWS, not on every emulator.
-    existing = [p for p in (found or {}).get("ScalingPolicies", []) if p["PolicyName"] == name]
+    existing = _listed_policies(ctx, [name]).get(name)
     key = POLICY_CONFIG[policy_type]
-    if existing and existing[0].get(key) == config:
+    if existing and existing.get(key) == config:
         ctx.say(f"scaling policy {name} unchanged")
-        return existing[0]["PolicyARN"]
+        return existing["PolicyARN"]
     answer = ctx.write(
         "application-autoscaling",
         "put_scaling_policy",
@@ -276,16 +281,8 @@ def status_rows(ctx: Ctx, endpoint: dict[str, Any] | None) -> list[Shown]:
 
 
 def _scaling_rows(ctx: Ctx) -> list[Shown]:
-    n = ctx.names
-    names = [n.backlog_tracking_policy, n.backlog_policy]
-    found = ctx.read(
-        "application-autoscaling",
-        "describe_scaling_policies",
-        ServiceNamespace="sagemaker",
-        ResourceId=n.scaling_resource,
-        PolicyNames=names,
-    )
-    listed = {p["PolicyName"]: p for p in (found or {}).get("ScalingPolicies", [])}
+    n, names = ctx.names, _backlog_names(ctx)
+    listed = _listed_policies(ctx, names)
     tracking = listed.get(n.backlog_tracking_policy, {})
     target = tracking.get("TargetTrackingScalingPolicyConfiguration", {}).get("TargetValue")
     rows: list[Shown] = [
@@ -316,19 +313,7 @@ def _topic_tagged(ctx: Ctx, arn: str) -> bool | None:
 
 def delete_policies(ctx: Ctx) -> None:
     """`aws down`, before the scalable target goes: N's two backlog policies, those listed."""
-    n, target = ctx.names, endpoints.scaling_target(ctx)
-    names = [n.backlog_tracking_policy, n.backlog_policy]
-    found = ctx.read(
-        "application-autoscaling",
-        "describe_scaling_policies",
-        ServiceNamespace="sagemaker",
-        ResourceId=n.scaling_resource,
-        PolicyNames=names,
-    )
-    listed = names if ctx.dry_run else [p["PolicyName"] for p in found["ScalingPolicies"]]
-    listed = [name for name in names if name in listed]  # by name: see _ensure_policy
-    for name in listed:
-        ctx.delete("application-autoscaling", "delete_scaling_policy", PolicyName=name, **target)
+    _drop_policies(ctx, _backlog_names(ctx))
 
 
 def delete_tagged(ctx: Ctx) -> list[str]:

@@ -10,9 +10,14 @@ service acts for this account. The operator's policy is in operator_policy.py.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import urllib.parse
+from typing import TYPE_CHECKING, Any
 
 from dogbreed.core.errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: context.py loads botocore, which the images lack
+    from dogbreed.aws.context import Ctx
 
 VERSION = "2012-10-17"
 # training.py names tuning jobs N[:23]-<digest> (32 characters at most), and models,
@@ -20,6 +25,10 @@ VERSION = "2012-10-17"
 TUNING_NAME_CHARS = 23
 DIGEST = "?" * 8  # IAM's `?` matches one character: N-???????? is not N-v2-????????
 TRANSFORM_INPUT = "transform.input"  # the setting of what transform jobs may read
+# Statements of the execution role's policy that commands look for (role_grants) before
+# relying on them: `aws transform` on transform.input, `aws deploy --notify`.
+READ_TRANSFORM_SID = "ReadTransformInput"
+PUBLISH_SID = "PublishOwnAsyncNotifications"
 
 
 def split_s3(uri: str, setting: str = "S3 URI") -> tuple[str, str]:
@@ -170,7 +179,7 @@ def sagemaker_policy(
         reads.append(transform_input)
         transform_reads.append(
             {
-                "Sid": "ReadTransformInput",
+                "Sid": READ_TRANSFORM_SID,
                 "Effect": "Allow",
                 "Action": ["s3:GetObject"],
                 "Resource": [objects_arn(transform_input)],
@@ -218,7 +227,7 @@ def sagemaker_policy(
             # two topics (granted always: they are N's own, and `aws deploy --notify` then
             # needs no new grant from the administrator).
             {
-                "Sid": "PublishOwnAsyncNotifications",
+                "Sid": PUBLISH_SID,
                 "Effect": "Allow",
                 "Action": ["sns:Publish"],
                 "Resource": [
@@ -234,6 +243,38 @@ def sagemaker_policy(
             },
         ],
     }
+
+
+# ---- the execution role's policy as IAM holds it --------------------------------------------
+
+
+def _role_statements(ctx: Ctx) -> list[dict[str, Any]] | None:
+    """The statements of N's execution role's policy (GetRolePolicy) as `aws iam` last
+    wrote it, [] when there is none; None in a dry run, which records the read."""
+    role = ctx.names.sagemaker_role
+    found = ctx.find("iam", "get_role_policy", RoleName=role, PolicyName=role)
+    if ctx.dry_run:
+        return None
+    doc = (found or {}).get("PolicyDocument") or {}
+    if isinstance(doc, str):  # IAM answers URL-encoded JSON; boto3 may have parsed it
+        doc = json.loads(urllib.parse.unquote(doc))
+    return doc.get("Statement", [])
+
+
+def role_grants(ctx: Ctx, sid: str, resource: str | None = None) -> bool:
+    """Whether the execution role's policy has statement `sid` (listing `resource` when
+    given), i.e. `aws iam` ran since that grant was added; True in a dry run."""
+    statements = _role_statements(ctx)
+    if statements is None:
+        return True
+    return any(
+        s.get("Sid") == sid and (resource is None or resource in _listed(s.get("Resource", [])))
+        for s in statements
+    )
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 # ---- the Lambda role ------------------------------------------------------------------------

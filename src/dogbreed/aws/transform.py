@@ -20,9 +20,7 @@ GET /execution-parameters, which answers what its workers and request limit take
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +28,12 @@ from dogbreed.aws.config import digest
 from dogbreed.aws.context import Ctx
 from dogbreed.aws.endpoint import claim_model, ensure_model
 from dogbreed.aws.policies import (
+    READ_TRANSFORM_SID,
     TRANSFORM_INPUT,
     deployment_uri,
     input_prefix,
     objects_arn,
+    role_grants,
     split_s3,
 )
 from dogbreed.core.errors import AwsError, ConfigError
@@ -46,7 +46,6 @@ JSON_LINES = "application/jsonlines"
 TRANSFORM_DIR = "transform"  # default output: OUTPUT/N/transform/<job>
 ENDED = ("Completed", "Failed", "Stopped")
 POLL_S = 15
-READ_SID = "ReadTransformInput"  # policies.sagemaker_policy's statement
 MAX_ATTEMPTS = 10  # jobs of one request: the first and up to 9 --again runs
 RUNNING = ("InProgress", "Stopping")
 
@@ -222,26 +221,14 @@ def _check_role_reads(ctx: Ctx) -> None:
     """The execution role's policy (GetRolePolicy) grants the read of transform.input:
     `aws iam` ran since the setting was set. Checked here, not minutes into the job."""
     role, prefix = ctx.names.sagemaker_role, ctx.config["transform"]["input"]
-    found = ctx.find("iam", "get_role_policy", RoleName=role, PolicyName=role)
-    if ctx.dry_run:
+    # transform.input is set and an S3 prefix here: job_input checked it first.
+    if role_grants(ctx, READ_TRANSFORM_SID, objects_arn(prefix)):
         return
-    doc = (found or {}).get("PolicyDocument") or {}
-    if isinstance(doc, str):  # IAM answers URL-encoded JSON; boto3 may have parsed it
-        doc = json.loads(urllib.parse.unquote(doc))
-    wanted = objects_arn(prefix)
-    for statement in doc.get("Statement", []):
-        resources = statement.get("Resource", [])
-        if statement.get("Sid") == READ_SID and wanted in _listed(resources):
-            return
     raise ConfigError(
         f"the role {role} may not read {TRANSFORM_INPUT} {prefix} yet: an administrator "
         f"reruns `dogbreed aws iam --name {ctx.names.name}` with this setting, then rerun "
         "this command"
     )
-
-
-def _listed(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
 
 
 # ---- the model ------------------------------------------------------------------------------
