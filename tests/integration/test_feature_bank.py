@@ -179,5 +179,6 @@ def test_bank_accuracy_matches_the_image_loop(pretrained_backbone, tmp_path):
         )  # fmt: skip
         accs[mode] = max(float(e[3]) for e in METRIC_RE.findall(proc.stdout))
     assert accs["off"] >= 0.5  # the frozen features carry the classes (chance: 1/6)
-    # 36 validation images: one image is 2.8 points, so allow one image's difference.
-    assert accs["on"] >= accs["off"] - 1 / 36 - 1e-6, accs
+    # 36 validation images: one image is 2.8 points, so allow one image's difference
+    # (the metric line rounds to 4 places).
+    assert accs["on"] >= accs["off"] - 1 / 36 - 1e-4, accs

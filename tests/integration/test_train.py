@@ -84,19 +84,20 @@ def test_predict_names_held_out_images(trained, e2e_data):
     assert human.startswith(f"{images[0]}: ") and "p=" in human
 
 
-def test_resume_after_kill(tiny_data, tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "dogbreed",
-        "train",
-        "--data",
-        str(tiny_data),
-        *train_dirs(tmp_path),
-        *TINY_TRAIN_FLAGS,
-        "--epochs",
-        "4",
-    ]
+@pytest.mark.parametrize(
+    "pipeline", [["loader"], ["device", "--decode-cache", "off"], ["device"]], ids=str
+)
+def test_resume_after_kill_continues_the_uninterrupted_run(tiny_data, tmp_path, pipeline):
+    """Killed after an epoch and run again, with loader workers kept across epochs (or
+    the decode cache): the resumed epochs are the uninterrupted run's, figure for figure
+    (augmentation draws are keyed by seed, epoch and image, not by a worker's state)."""
+    flags = [*TINY_TRAIN_FLAGS, "--epochs", "4", "--workers", "2", "--pipeline", *pipeline]
+    whole = run_cli("train", "--data", tiny_data, *train_dirs(tmp_path / "whole"), *flags)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    # --weights none trains the backbone: the device pipeline caches unless told not to
+    assert ("decode cache: " in whole.stderr) == (pipeline == ["device"])
+    cmd = [sys.executable, "-m", "dogbreed", "train", "--data", str(tiny_data),
+           *train_dirs(tmp_path), *flags]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + 300
     try:
@@ -110,19 +111,14 @@ def test_resume_after_kill(tiny_data, tmp_path):
     assert (tmp_path / "checkpoints" / "last.pt").is_file()
     assert not (tmp_path / "model" / "model.onnx").exists()
 
-    again = run_cli(
-        "train",
-        "--data",
-        tiny_data,
-        *train_dirs(tmp_path),
-        *TINY_TRAIN_FLAGS,
-        "--epochs",
-        "4",
-        check=True,
-    )
+    again = run_cli("train", "--data", tiny_data, *train_dirs(tmp_path), *flags, check=True)
     resumed = re.search(r"resumed from .* after epoch (\d+)", again.stderr)
     assert resumed and 1 <= int(resumed.group(1)) < 4
-    assert int(METRIC_RE.findall(again.stdout)[0][0]) == int(resumed.group(1)) + 1
+    done = int(resumed.group(1))
+    assert int(METRIC_RE.findall(again.stdout)[0][0]) == done + 1
+    # epoch, train_loss, val_loss, val_acc: equal to the last figure printed
+    tail = [e[:4] for e in METRIC_RE.findall(whole.stdout)][done:]
+    assert [e[:4] for e in METRIC_RE.findall(again.stdout)] == tail
     metrics = json.loads((tmp_path / "output" / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4]
     assert metrics["epochs_run"] == 4

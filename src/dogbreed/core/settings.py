@@ -396,6 +396,13 @@ SETTINGS: dict[str, Setting] = {
         "feature bank: augmented views (random resized crop + flip) encoded per training "
         "image; each epoch draws one of them per image",
     ),
+    "decode-cache": Setting(
+        _choice("auto", "on", "off"),
+        "auto",
+        "device pipeline, backbone training: decode every training image once into a "
+        "cache on the device (squashed to a fixed square) and crop, flip and resize whole "
+        "batches from it each epoch; auto: on when it fits in half the free device memory",
+    ),
 }
 PATH_SETTINGS = ("data", "model-dir", "output-dir", "checkpoint-dir")
 

@@ -59,6 +59,7 @@ class TrainConfig:
     max_bad_fraction: float
     feature_bank: str  # auto, on or off (train.feature_bank)
     views: int  # feature bank: augmented views per training image
+    decode_cache: str  # auto, on or off (train.decode_cache)
     sagemaker: bool
 
     def to_json(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from torchvision import transforms
 
 from dogbreed.core.errors import DataError, ImageError
 from dogbreed.core.preprocess import CROP, eval_input, normalize, open_image
+from dogbreed.train.draws import Key, global_seed, split_key
 
 # The formats the endpoint takes (core/imagecheck.py): a model trained on what it serves.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
@@ -74,13 +75,17 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | None:
+    def __getitem__(self, key: Key) -> tuple[torch.Tensor, int] | None:
+        i, seed = split_key(key)
         path, target = self.samples[i]
         try:
             if self.augment is None:  # evaluation: the transform the server runs
                 arr = eval_input(path)
             else:
-                arr = normalize(np.asarray(self.augment(open_image(path)), dtype=np.uint8))
+                img = open_image(path)
+                with global_seed(seed):  # torchvision draws from the global RNG
+                    img = self.augment(img)
+                arr = normalize(np.asarray(img, dtype=np.uint8))
         except ImageError:
             return None
         return torch.from_numpy(arr), target

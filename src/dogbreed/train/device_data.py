@@ -15,22 +15,18 @@ travels as pixels; a JPEG the device decoder still refuses is decoded on the
 CPU instead. Both are counted (`cpu_decoded`). Unreadable files are dropped and
 counted exactly as the CPU path drops them.
 
-A background thread prepares the next batches (on a side CUDA stream) while the
-model trains on the current one. The same code runs with device=cpu (libjpeg
-decode), which is how it is tested without a GPU.
+train.device_loader runs the two stages (decode_stage, augment_stage) in two
+threads on their own CUDA streams while the model trains. The same code runs
+with device=cpu (libjpeg decode), which is how it is tested without a GPU.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import math
-import queue
-import threading
-import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -38,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from dogbreed.core.errors import ImageError
 from dogbreed.core.preprocess import (
@@ -51,20 +47,18 @@ from dogbreed.core.preprocess import (
     open_image,
     resized_size,
 )
+from dogbreed.train.draws import RATIO, SCALE, Key, generator, split_key
 
 EXIF_ORIENTATION = 0x0112
 # JPEG colour modes nvjpeg decodes to RGB; CMYK/YCCK go the CPU way.
 DEVICE_JPEG_MODES = {"RGB", "L"}
-SCALE = (0.08, 1.0)  # RandomResizedCrop's defaults
-RATIO = (3.0 / 4.0, 4.0 / 3.0)
-# Prepared batches waiting for the model; each is N x 3 x 224 x 224 on the device.
-PREFETCH_BATCHES = 2
-# A producer that gives nothing for this long has hung: fail instead of waiting forever.
-PRODUCER_TIMEOUT_S = 600
 
 
-def sample_crop(height: int, width: int) -> tuple[int, int, int, int]:
-    """(top, left, h, w): torchvision's RandomResizedCrop.get_params, same draws, same RNG.
+def sample_crop(
+    height: int, width: int, g: torch.Generator | None = None
+) -> tuple[int, int, int, int]:
+    """(top, left, h, w): torchvision's RandomResizedCrop.get_params, same draws; from the
+    global RNG as torchvision draws them, or from `g` (train.draws: one per sample).
 
     Written out so that a worker needs only the image's size, not its pixels;
     a test checks it against torchvision under the same seed.
@@ -72,13 +66,13 @@ def sample_crop(height: int, width: int) -> tuple[int, int, int, int]:
     area = height * width
     log_ratio = torch.log(torch.tensor(RATIO))
     for _ in range(10):
-        target_area = area * torch.empty(1).uniform_(SCALE[0], SCALE[1]).item()
-        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1])).item()
-        w = round(math.sqrt(target_area * aspect))
-        h = round(math.sqrt(target_area / aspect))
+        target_area = area * torch.empty(1).uniform_(SCALE[0], SCALE[1], generator=g).item()
+        aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=g))
+        w = round(math.sqrt(target_area * aspect.item()))
+        h = round(math.sqrt(target_area / aspect.item()))
         if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, size=(1,)).item())
-            left = int(torch.randint(0, width - w + 1, size=(1,)).item())
+            top = int(torch.randint(0, height - h + 1, size=(1,), generator=g).item())
+            left = int(torch.randint(0, width - w + 1, size=(1,), generator=g).item())
             return top, left, h, w
     in_ratio = width / height  # no fit in 10 draws: the central crop, as torchvision does
     if in_ratio < min(RATIO):
@@ -90,9 +84,9 @@ def sample_crop(height: int, width: int) -> tuple[int, int, int, int]:
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def sample_flip() -> bool:
+def sample_flip(g: torch.Generator | None = None) -> bool:
     """RandomHorizontalFlip's draw (p=0.5), after the crop's, as in torchvision's Compose."""
-    return bool(torch.rand(1) < 0.5)
+    return bool(torch.rand(1, generator=g) < 0.5)
 
 
 class Encoded(NamedTuple):
@@ -126,7 +120,8 @@ class EncodedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> Encoded | None:
+    def __getitem__(self, key: Key) -> Encoded | None:
+        i, seed = split_key(key)
         path, target = self.samples[i]
         try:
             data = path.read_bytes()
@@ -147,8 +142,9 @@ class EncodedDataset(Dataset):
             width, height = img.size
         if not self.train:
             return Encoded(payload, target, orientation, (0, 0, height, width), False)
-        box = sample_crop(height, width)
-        return Encoded(payload, target, orientation, box, sample_flip())
+        g = generator(seed)
+        box = sample_crop(height, width, g)
+        return Encoded(payload, target, orientation, box, sample_flip(g))
 
 
 def _pixels(img: Image.Image) -> torch.Tensor:
@@ -284,7 +280,7 @@ def _cpu_decode(data: torch.Tensor, device: torch.device) -> torch.Tensor | None
     return _to_chw(_pixels(img), device)
 
 
-def _resize(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def resize(img: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(3, h, w) uint8 -> (3, height, width) float in [0, 255]: bilinear, antialiased."""
     return F.interpolate(
         img.unsqueeze(0).float(),
@@ -301,7 +297,7 @@ def augment(
     """RandomResizedCrop(224) + RandomHorizontalFlip on the device: (N, 3, 224, 224) float."""
     out = torch.empty((len(images), 3, CROP, CROP), device=images[0].device)
     for k, (img, (top, left, h, w)) in enumerate(zip(images, boxes, strict=True)):
-        out[k] = _resize(img[:, top : top + h, left : left + w], CROP, CROP)
+        out[k] = resize(img[:, top : top + h, left : left + w], CROP, CROP)
     flips = flips.to(out.device, non_blocking=True).view(-1, 1, 1, 1)
     return torch.where(flips, out.flip(-1), out)
 
@@ -312,7 +308,7 @@ def resize_center_crop(images: Sequence[torch.Tensor]) -> torch.Tensor:
     for k, img in enumerate(images):
         w, h = resized_size(img.shape[-1], img.shape[-2], RESIZE)
         left, top, right, bottom = center_crop_box(w, h, CROP)
-        out[k] = _resize(img, h, w)[:, top:bottom, left:right]
+        out[k] = resize(img, h, w)[:, top:bottom, left:right]
     return out
 
 
@@ -332,105 +328,41 @@ def normalize(batch: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return batch.contiguous(memory_format=fmt)
 
 
-def prepare(
-    batch: EncodedBatch, device: torch.device, train: bool, channels_last: bool
-) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-    """(images, targets, dropped, cpu_decoded) on the device from one encoded batch."""
+class Decoded(NamedTuple):
+    """A batch between the two stages: its decodable images, upright, on the device."""
+
+    images: list[torch.Tensor]  # uint8 (3, H, W) each
+    keep: list[int]  # their positions in the encoded batch
+    batch: EncodedBatch
+    dropped: int
+    cpu_decoded: int
+
+
+def decode_stage(batch: EncodedBatch, device: torch.device) -> Decoded:
     images, refused = decode(batch, device)
     keep = [i for i, img in enumerate(images) if img is not None]
     dropped = batch.dropped + len(images) - len(keep)
     cpu_decoded = refused + sum(1 for shape in batch.shapes if len(shape) == 3)
-    if not keep:
+    return Decoded([images[i] for i in keep], keep, batch, dropped, cpu_decoded)
+
+
+def augment_stage(
+    d: Decoded, device: torch.device, train: bool, channels_last: bool
+) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """(images (N, 3, 224, 224), targets (N,), dropped, cpu_decoded) from decoded images."""
+    if not d.keep:
         empty = torch.empty((0, 3, CROP, CROP), device=device)
-        return empty, torch.empty(0, dtype=torch.long, device=device), dropped, cpu_decoded
-    kept = [images[i] for i in keep]
+        return empty, torch.empty(0, dtype=torch.long, device=device), d.dropped, d.cpu_decoded
     if train:
-        pixels = augment(kept, [batch.boxes[i] for i in keep], batch.flips[keep])
+        pixels = augment(d.images, [d.batch.boxes[i] for i in d.keep], d.batch.flips[d.keep])
     else:
-        pixels = resize_center_crop(kept)
-    targets = batch.targets[keep].to(device, non_blocking=True)
-    return normalize(pixels, channels_last), targets, dropped, cpu_decoded
+        pixels = resize_center_crop(d.images)
+    targets = d.batch.targets[d.keep].to(device, non_blocking=True)
+    return normalize(pixels, channels_last), targets, d.dropped, d.cpu_decoded
 
 
-class DeviceLoader:
-    """Batches as the training loop takes them, (images, targets, dropped), on the device.
-
-    Wraps a DataLoader of encoded samples; `cpu_decoded` counts the images of
-    the last pass that were decoded on the CPU.
-    """
-
-    def __init__(
-        self, loader: DataLoader, device: torch.device, train: bool, channels_last: bool
-    ) -> None:
-        self.loader = loader
-        self.device = device
-        self.train = train
-        self.channels_last = channels_last
-        self.cpu_decoded = 0
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
-        self.cpu_decoded = 0
-        ready: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
-        stop = threading.Event()
-        batches = iter(self.loader)  # worker processes start here, in the caller's thread
-        stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
-        producer = threading.Thread(
-            target=self._produce, args=(batches, ready, stop, stream), daemon=True
-        )
-        producer.start()
-        try:
-            while True:
-                item = ready.get(timeout=PRODUCER_TIMEOUT_S)
-                if item is None:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                images, targets, dropped, cpu_decoded, event = item
-                if event is not None:  # the side stream's work must be done before use
-                    current = torch.cuda.current_stream(self.device)
-                    current.wait_event(event)
-                    images.record_stream(current)
-                    targets.record_stream(current)
-                self.cpu_decoded += cpu_decoded
-                yield images, targets, dropped
-        finally:
-            stop.set()
-            deadline = time.monotonic() + PRODUCER_TIMEOUT_S
-            while producer.is_alive() and time.monotonic() < deadline:
-                with contextlib.suppress(queue.Empty):  # unblock a producer on a full queue
-                    ready.get(timeout=0.1)
-                producer.join(timeout=0.1)
-
-    def _produce(self, batches, ready: queue.Queue, stop: threading.Event, stream) -> None:
-        def put(item) -> bool:
-            while not stop.is_set():
-                try:
-                    ready.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        # A new thread starts on GPU 0: under DDP this rank's GPU must be current.
-        on_gpu = torch.cuda.device(self.device) if stream else contextlib.nullcontext()
-        try:
-            with on_gpu:
-                for batch in batches:
-                    if stop.is_set():
-                        return
-                    event = None
-                    if stream is not None:
-                        with torch.cuda.stream(stream):
-                            result = prepare(batch, self.device, self.train, self.channels_last)
-                            event = torch.cuda.Event()
-                            event.record(stream)
-                    else:
-                        result = prepare(batch, self.device, self.train, self.channels_last)
-                    if not put((*result, event)):
-                        return
-            put(None)
-        except BaseException as exc:  # handed to the training thread, raised there
-            put(exc)
+def prepare(
+    batch: EncodedBatch, device: torch.device, train: bool, channels_last: bool
+) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """(images, targets, dropped, cpu_decoded) on the device from one encoded batch."""
+    return augment_stage(decode_stage(batch, device), device, train, channels_last)

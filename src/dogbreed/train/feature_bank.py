@@ -297,11 +297,11 @@ def _encode(
     local = Runtime(rt.cfg, Dist(), rt.device)  # the shard is already this rank's
     feats: list[torch.Tensor] = []
     positions: list[torch.Tensor] = []
-    # Augmentation draws from torch's global RNG (or worker seeds drawn from it): seed it
-    # per view and rank, and leave the run's own RNG state as it was.
+    # Augmentation draws are keyed per image (train.draws) from a seed of this view and
+    # rank; the global RNG (the DataLoader draws worker seeds from it) is left as it was.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_view_seed(rt.cfg.seed, rt.dist.rank, view))
-        loader = make_loader(local, numbered, train, workers, epoch=view)
+        seed = _view_seed(rt.cfg.seed, rt.dist.rank, view)
+        loader = make_loader(local, numbered, train, workers, epoch=view, seed=seed)
         for images, numbers, _dropped in loader:
             if len(numbers) == 0:
                 continue

@@ -27,8 +27,10 @@ from dogbreed.train import distributed
 from dogbreed.train.config import TrainConfig
 from dogbreed.train.data import ImageFolderDataset, collate_skipping
 from dogbreed.train.device import autocast
-from dogbreed.train.device_data import DeviceLoader, EncodedDataset, collate_encoded
+from dogbreed.train.device_data import EncodedDataset, collate_encoded
+from dogbreed.train.device_loader import DeviceLoader
 from dogbreed.train.distributed import Dist
+from dogbreed.train.draws import KeyedSampler
 from dogbreed.train.models import Classifier, build_model, param_groups
 
 Loader = DataLoader | DeviceLoader
@@ -94,19 +96,34 @@ class Epoch:
 # --- Data -----------------------------------------------------------------------------
 
 
-def make_loader(rt: Runtime, samples: list, train: bool, workers: int, epoch: int = 0) -> Loader:
-    """Batches of (images, targets, dropped) by the configured pipeline."""
+def make_loader(
+    rt: Runtime,
+    samples: list,
+    train: bool,
+    workers: int,
+    epoch: int = 0,
+    seed: int | None = None,
+    persistent: bool = False,
+) -> Loader:
+    """Batches of (images, targets, dropped) by the configured pipeline.
+
+    A training loader hands every index its own augmentation seed (train.draws),
+    from `seed` (the run's by default), the epoch and the index; `persistent`
+    keeps its workers from one epoch to the next (move on with set_epoch).
+    """
     cfg, d = rt.cfg, rt.dist
     on_device = cfg.pipeline == "device"
     if on_device:  # encoded JPEG bytes here, decoded and augmented on the GPU by DeviceLoader
         dataset = EncodedDataset(samples, train=train)
     else:
         dataset = ImageFolderDataset(samples, train=train)
+    sampler: KeyedSampler | list[int]
     if train:
-        sampler = DistributedSampler(
+        shuffle = DistributedSampler(
             dataset, d.world_size, d.rank, shuffle=True, seed=cfg.seed, drop_last=False
         )
-        sampler.set_epoch(epoch)  # a new shuffle every epoch, the same one on every rank
+        # A new shuffle every epoch, the same one on every rank; new draws per image.
+        sampler = KeyedSampler(shuffle, cfg.seed if seed is None else seed, epoch)
     else:
         # Exact sharding for evaluation: every image counted once across ranks.
         sampler = list(range(d.rank, len(dataset), d.world_size))
@@ -117,10 +134,17 @@ def make_loader(rt: Runtime, samples: list, train: bool, workers: int, epoch: in
         num_workers=workers,
         collate_fn=collate_encoded if on_device else collate_skipping,
         pin_memory=rt.device.type == "cuda",
-        persistent_workers=False,
+        persistent_workers=persistent and workers > 0,
         drop_last=False,
     )
     return DeviceLoader(loader, rt.device, train, cfg.channels_last) if on_device else loader
+
+
+def set_epoch(loader: Loader, epoch: int) -> None:
+    """Point a training loader at another epoch (shuffle and draws): make_loader's, or
+    any loader with its own set_epoch (train.decode_cache)."""
+    inner = loader.loader if isinstance(loader, DeviceLoader) else loader
+    getattr(inner, "sampler", inner).set_epoch(epoch)
 
 
 def show_progress(d: Dist) -> bool:

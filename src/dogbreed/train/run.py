@@ -29,7 +29,7 @@ from dogbreed.core.modeldir import (
     RESOURCES_PLOT,
     write_json,
 )
-from dogbreed.train import checkpoint, distributed, feature_bank
+from dogbreed.train import checkpoint, decode_cache, distributed, feature_bank
 from dogbreed.train.config import TrainConfig
 from dogbreed.train.data import Splits, display_label, load_splits
 from dogbreed.train.device import (
@@ -54,6 +54,7 @@ from dogbreed.train.loop import (
     metric_line,
     params_digest,
     record_epoch,
+    set_epoch,
     train_one_epoch,
 )
 from dogbreed.train.models import Classifier
@@ -78,6 +79,7 @@ class RunContext:
     wrapped: nn.Module | None = None  # what trains: the model (the head alone from a
     # feature bank), DDP-wrapped and/or compiled
     bank: FeatureBank | None = None  # frozen backbone: its features, computed once
+    train_loader: Loader | None = None  # built at the first epoch, kept to the end
     state: RunState = field(default_factory=RunState)
     # Wall seconds by phase (encode, train, evaluate, export, int8), logged at the end.
     seconds: dict[str, float] = field(default_factory=dict)
@@ -296,8 +298,11 @@ def _one_epoch(ctx: RunContext, number: int, valid_loader: Loader | None) -> Epo
     if ctx.bank is not None:
         return _one_bank_epoch(ctx, ctx.bank, number)
     rt = ctx.rt
+    if ctx.train_loader is None:  # built once: its workers (or cache) live for the run
+        ctx.train_loader = _train_loader(ctx, number)
     with ctx.timed("train"):
-        loader = make_loader(rt, ctx.splits.train, True, ctx.workers, number)
+        loader = ctx.train_loader
+        set_epoch(loader, number)
         loss, images, dropped, seconds = train_one_epoch(
             rt, ctx.wrapped, loader, ctx.optimizer, number
         )
@@ -308,6 +313,14 @@ def _one_epoch(ctx: RunContext, number: int, valid_loader: Loader | None) -> Epo
     with ctx.timed("evaluate"):
         val = evaluate(rt, ctx.wrapped, valid_loader, len(ctx.classes))
     return Epoch(number, loss, images, dropped, cpu_decoded, seconds, val)
+
+
+def _train_loader(ctx: RunContext, epoch: int) -> Loader:
+    loader = decode_cache.training_loader(ctx.rt, ctx.splits.train, ctx.workers, not ctx.frozen)
+    if isinstance(loader, decode_cache.CachedLoader):
+        ctx.seconds["decode-cache"] = loader.build_seconds
+    set_epoch(loader, epoch)
+    return loader
 
 
 def _one_bank_epoch(ctx: RunContext, bank: FeatureBank, number: int) -> Epoch:

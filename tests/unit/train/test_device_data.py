@@ -15,7 +15,6 @@ from torchvision.transforms import functional as TF
 
 from dogbreed.core.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_array, open_image
 from dogbreed.train.device_data import (
-    DeviceLoader,
     EncodedDataset,
     augment,
     collate_encoded,
@@ -24,6 +23,7 @@ from dogbreed.train.device_data import (
     sample_crop,
     sample_flip,
 )
+from dogbreed.train.device_loader import DeviceLoader
 
 # One 8-bit level after ImageNet normalisation (Pillow rounds to uint8 after resizing).
 ONE_LEVEL = 1.0 / 255 / min(IMAGENET_STD) + 1e-6

@@ -12,15 +12,14 @@ import torch
 
 from dogbreed.core.errors import ConfigError
 from dogbreed.core.preprocess import eval_input
-from dogbreed.core.settings import SETTINGS
 from dogbreed.train import feature_bank
 from dogbreed.train.config import TrainConfig
 from dogbreed.train.data import load_splits
-from dogbreed.train.device import for_device
 from dogbreed.train.distributed import Dist
 from dogbreed.train.loop import Runtime
 from dogbreed.train.models import build_model
 from dogbreed.train.synth import synthesize
+from support.train import config
 
 CPU = torch.device("cpu")
 
@@ -30,32 +29,6 @@ def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bank-data")
     synthesize(root, classes=2, per_class=8, seed=3)  # 6 train, 1 valid, 1 test per class
     return root
-
-
-def config(root: Path, run: Path, **overrides) -> TrainConfig:
-    defaults = {k.replace("-", "_"): s.default for k, s in SETTINGS.items()}
-    values = {
-        **defaults,
-        "arch": "resnet18",
-        "weights": "none",
-        "batch_size": 4,
-        "device": "cpu",
-        "precision": "fp32",
-        "workers": 0,
-        "views": 2,
-        **overrides,
-    }
-    cfg = TrainConfig(
-        **values,
-        train_dir=root / "train",
-        valid_dir=root / "valid",
-        test_dir=root / "test",
-        model_dir=run / "model",
-        output_dir=run / "output",
-        checkpoint_dir=run / "checkpoints",
-        sagemaker=False,
-    )
-    return for_device(cfg, CPU, world_size=1)
 
 
 def bank_for(cfg: TrainConfig):
