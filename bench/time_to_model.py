@@ -103,15 +103,17 @@ def _accuracy(model: nn.Module, loader: DataLoader) -> float:
     return right / max(total, 1)
 
 
-def dogbreed_run(root: Path, weights: Path, args: argparse.Namespace, bank: str) -> dict:
+def dogbreed_run(
+    root: Path, weights: Path, args: argparse.Namespace, bank: str, views: int = 2
+) -> dict:
     """`dogbreed train` as a user runs it, timed from process start to its exit."""
-    run = root.parent / f"run-{bank}"
+    run = root.parent / f"run-{bank}-{views}"
     cmd = [
         sys.executable, "-m", "dogbreed", "train", "--data", str(root),
         "--model-dir", str(run / "model"), "--output-dir", str(run / "output"),
         "--checkpoint-dir", str(run / "checkpoints"), "--arch", "resnet50",
         "--weights", str(weights), "--epochs", str(args.epochs), "--device", "cpu",
-        "--batch-size", str(args.batch_size), "--feature-bank", bank, "--views", str(args.views),
+        "--batch-size", str(args.batch_size), "--feature-bank", bank, "--views", str(views),
         "--seed", "0", "--int8", "true",
     ]  # fmt: skip
     start = time.perf_counter()
@@ -140,7 +142,13 @@ def main() -> None:
         "dogImages has about 63)",
     )
     parser.add_argument("--epochs", type=int, default=10, help="epochs of every loop")
-    parser.add_argument("--views", type=int, default=2, help="feature bank: views per image")
+    parser.add_argument(
+        "--views",
+        type=int,
+        nargs="+",
+        default=[2],
+        help="feature bank: views per image (a run each)",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="batch size of every loop")
     parser.add_argument(
         "--weights", type=Path, default=None, help="ResNet-50 backbone weights (default: random)"
@@ -173,11 +181,17 @@ def main() -> None:
             print(f"course loop: {rows['course loop']['wall_s']:.1f} s", flush=True)
         rows[TODAY] = dogbreed_run(root, weights, args, "off")
         print(f"today's loop: {rows[TODAY]['wall_s']:.1f} s", flush=True)
-        rows["feature bank"] = dogbreed_run(root, weights, args, "on")
-        _table(rows)
+        for k in args.views:
+            rows[bank_row(k)] = dogbreed_run(root, weights, args, "on", k)
+            print(f"{bank_row(k)}: {rows[bank_row(k)]['wall_s']:.1f} s", flush=True)
+        _table(rows, [bank_row(k) for k in args.views])
 
 
-def _table(rows: dict[str, dict]) -> None:
+def bank_row(views: int) -> str:
+    return f"feature bank, {views} view{'s' * (views > 1)}"
+
+
+def _table(rows: dict[str, dict], banks: list[str]) -> None:
     today = rows[TODAY]["wall_s"]
     course = rows.get("course loop", {}).get("wall_s")
     print("\n| run | wall s | val_acc | test_acc | int8 | today / run | course / run |")
@@ -189,13 +203,14 @@ def _table(rows: dict[str, dict]) -> None:
             f"| {name} | {r['wall_s']:.1f} | {r['val_acc']:.4f} | {r['test_acc']:.4f} | {int8} "
             f"| {today / r['wall_s']:.2f}x | {vs_course} |"
         )
-    bank = rows["feature bank"]
-    phases = {k: float(v) for k, v in bank["phases"].items()}
-    rest = bank["wall_s"] - sum(phases.values())
-    print("\nfeature bank run, wall seconds by phase:")
-    print("| " + " | ".join([*phases, "start-up and other"]) + " |")
-    print("|" + " ---: |" * (len(phases) + 1))
-    print("| " + " | ".join(f"{v:.1f}" for v in [*phases.values(), rest]) + " |")
+    print("\nfeature bank runs, wall seconds by phase:")
+    for name in banks:
+        phases = {k: float(v) for k, v in rows[name]["phases"].items()}
+        rest = rows[name]["wall_s"] - sum(phases.values())
+        if name == banks[0]:
+            print("| run | " + " | ".join([*phases, "start-up and other"]) + " |")
+            print("| --- |" + " ---: |" * (len(phases) + 1))
+        print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in [*phases.values(), rest]) + " |")
 
 
 if __name__ == "__main__":
