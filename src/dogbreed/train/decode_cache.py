@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from dogbreed.core.errors import ConfigError
 from dogbreed.core.preprocess import CROP
+from dogbreed.train import distributed
 from dogbreed.train.device_data import (
     EncodedDataset,
     collate_encoded,
@@ -77,6 +78,9 @@ def planned_bytes(images: int, side: int = CACHE_SIDE) -> int:
 def fits(rt: Runtime, images: int) -> bool:
     """Room for the cache in MEMORY_SHARE of free memory; `on` insists (ConfigError)."""
     need, free = planned_bytes(images), available_bytes(rt.device)
+    # Every rank must decide alike (one training from the cache, another from the loader,
+    # or one refusing while the rest wait in an all-reduce): the least free memory rules.
+    free = -distributed.all_max(rt.dist, -float(free))
     if need <= MEMORY_SHARE * free:
         return True
     message = (
@@ -140,6 +144,7 @@ class CachedLoader:
             num_workers=workers,
             collate_fn=collate_encoded,
             pin_memory=self.rt.device.type == "cuda",
+            generator=torch.Generator().manual_seed(self.rt.cfg.seed),  # not the run's RNG
         )
         for batch in loader:
             images, refused = decode(batch, self.rt.device)
@@ -168,20 +173,23 @@ class CachedLoader:
         return boxes, sample_flips(len(boxes), g)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        # The epoch's boxes, flips, targets and decodable indices go to the device once;
+        # a batch is then a slice there, with no per-batch copy or sync to wait on the
+        # previous step. Batches are the loader's: DistributedSampler's order in chunks.
+        dev, size = self.rt.device, self.rt.cfg.batch_size
         boxes, flips = self.epoch_draws()
+        boxes = scale_boxes(boxes.double(), self.sizes.double(), (CACHE_SIDE, CACHE_SIDE))
+        boxes, flips, targets = boxes.to(dev), flips.to(dev), self.targets.to(dev)
         keys = torch.tensor(list(self.order), dtype=torch.long)
-        side = (CACHE_SIDE, CACHE_SIDE)
-        for chunk in keys.split(self.rt.cfg.batch_size):
-            idx = chunk[self.ok[chunk]]
-            dropped = len(chunk) - len(idx)
-            if len(idx) == 0:
-                empty = torch.empty((0, 3, CROP, CROP), device=self.rt.device)
-                yield empty, torch.empty(0, dtype=torch.long, device=self.rt.device), dropped
+        good = self.ok[keys]
+        kept = [int(m.sum()) for m in good.split(size)]  # decodable images per batch
+        idx_all = keys[good].to(dev)
+        offset = 0
+        for n, chunk in zip(kept, keys.split(size), strict=True):
+            idx, offset = idx_all[offset : offset + n], offset + n
+            if n == 0:  # every image of the batch undecodable
+                empty = torch.empty((0, 3, CROP, CROP), device=dev)
+                yield empty, torch.empty(0, dtype=torch.long, device=dev), len(chunk)
                 continue
-            mapped = scale_boxes(boxes[idx].double(), self.sizes[idx].double(), side)
-            on_device = idx.to(self.rt.device, non_blocking=True)
-            pixels = crop_resize(self.pixels[on_device], mapped.float().to(self.rt.device))
-            flip = flips[idx].to(self.rt.device, non_blocking=True).view(-1, 1, 1, 1)
-            pixels = torch.where(flip, pixels.flip(-1), pixels)
-            targets = self.targets[idx].to(self.rt.device, non_blocking=True)
-            yield normalize(pixels, self.rt.cfg.channels_last), targets, dropped
+            pixels = crop_resize(self.pixels[idx], boxes[idx], flips=flips[idx])
+            yield normalize(pixels, self.rt.cfg.channels_last), targets[idx], len(chunk) - n

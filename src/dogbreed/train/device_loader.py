@@ -30,8 +30,11 @@ from torch.utils.data import DataLoader
 
 from dogbreed.train.device_data import Decoded, EncodedBatch, augment_stage, decode_stage
 
-# Batches waiting between stages; each is N x 3 x 224 x 224 on the device at the end.
+# Augmented batches (N x 3 x 224 x 224 each) waiting for the model.
 PREFETCH_BATCHES = 2
+# Decoded batches waiting to be augmented: full-size images (a 40 MP photo is 120 MB),
+# so one; the overlap needs no more.
+DECODED_BATCHES = 1
 # A stage that gives nothing for this long has hung: fail instead of waiting forever.
 PRODUCER_TIMEOUT_S = 600
 _POLL_S = 0.1  # how often a waiting thread looks at the stop flag
@@ -105,11 +108,11 @@ class _Stage(threading.Thread):
             _put(self.out, exc, self.stop)
 
 
-def _after(event: torch.cuda.Event | None, tensors: list[torch.Tensor]) -> None:
-    """Make the current stream wait for `event` and own `tensors` from now on."""
+def _after(event: torch.cuda.Event | None, tensors: list[torch.Tensor], device) -> None:
+    """Make the device's current stream wait for `event` and own `tensors` from now on."""
     if event is None:
         return
-    current = torch.cuda.current_stream()
+    current = torch.cuda.current_stream(device)
     current.wait_event(event)
     for t in tensors:
         t.record_stream(current)  # made on another stream: keep until this one is done
@@ -140,12 +143,12 @@ class DeviceLoader:
     def _augment(self, item: tuple[Decoded, torch.cuda.Event | None]):
         decoded, event = item
         if event is not None:  # on a GPU: wait for the decode stream's work on these images
-            _after(event, decoded.images)
+            _after(event, decoded.images, self.device)
         return augment_stage(decoded, self.device, self.train, self.channels_last)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
         self.cpu_decoded = 0
-        decoded: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
+        decoded: queue.Queue = queue.Queue(maxsize=DECODED_BATCHES)
         ready: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
         stop = threading.Event()
         batches = iter(self.loader)  # worker processes start here, in the caller's thread
@@ -158,7 +161,7 @@ class DeviceLoader:
             stage.start()
         try:
             for (images, targets, dropped, cpu_decoded), event in _take(ready, stop, "augmenting"):
-                _after(event, [images, targets])
+                _after(event, [images, targets], self.device)
                 self.cpu_decoded += cpu_decoded
                 yield images, targets, dropped
         finally:

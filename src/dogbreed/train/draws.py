@@ -6,9 +6,11 @@ epoch to the next, so that eight worker processes are not rebuilt inside every
 timed epoch) then break resume: a job resumed at epoch e starts fresh workers and
 draws other crops than the run it continues. Here the sampler, which runs in the
 training process, hands each index its own seed; a worker seeds a generator (or,
-for torchvision's transforms, its global RNG for that one sample) from it. Image i
-of epoch e gets the same crop and flip whatever the worker count, persistence,
-resume or number of ranks.
+for torchvision's transforms, its global RNG for that one sample) from it. Through
+make_loader, image i of epoch e gets the same crop and flip whatever the worker
+count, persistence, resume or number of ranks. (The decode cache draws a whole
+epoch at once from (seed, epoch), and the feature bank per rank and view: the
+same guarantees within each, other crops than the loader's.)
 """
 
 from __future__ import annotations

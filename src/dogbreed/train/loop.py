@@ -136,6 +136,10 @@ def make_loader(
         pin_memory=rt.device.type == "cuda",
         persistent_workers=persistent and workers > 0,
         drop_last=False,
+        # Worker seeds from a generator of the loader's own, not the run's RNG: a kept
+        # loader draws once, where one per epoch drew every epoch, and a resumed run
+        # must leave the run's RNG where the uninterrupted one did.
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
     return DeviceLoader(loader, rt.device, train, cfg.channels_last) if on_device else loader
 

@@ -79,8 +79,8 @@ def _resample(x: torch.Tensor, wy: torch.Tensor, wx: torch.Tensor) -> torch.Tens
     if rows_first < cols_first:
         t = torch.einsum("boh,bchw->bcow", wy, x)  # (B, C, out_h, W)
         return torch.einsum("bcow,bpw->bcop", t, wx)  # (B, C, out_h, out_w)
-    t = torch.einsum("bchw,bpw->bchp", x, wx)  # (B, C, H, out_w)
-    return torch.einsum("boh,bchp->bcop", wy, t)  # (B, C, out_h, out_w)
+    t = x @ wx.transpose(1, 2).unsqueeze(1)  # (B, C, H, out_w): broadcast over C, no copy
+    return wy.unsqueeze(1) @ t  # (B, C, out_h, out_w)
 
 
 def crop_resize(
@@ -88,8 +88,12 @@ def crop_resize(
     boxes: torch.Tensor,
     out: int = CROP,
     dtype: torch.dtype = torch.float32,
+    flips: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, 3, H, W) uint8 or float, (B, 4) boxes -> (B, 3, out, out) float32 in [0, 255].
+
+    flips (B,) bool mirrors those outputs left to right, folded into the column
+    weights (reversed rows of wx): exact, and no second copy of the batch.
 
     boxes: (top, left, h, w) in source pixels, float or int, one per image. The
     products run in `dtype`; the weights are built in float32 either way. On a
@@ -111,6 +115,8 @@ def crop_resize(
     else:
         wy = axis_weights(top, h, height, out)  # (B, out, H)
         wx = axis_weights(left, w, width, out)  # (B, out, W)
+    if flips is not None:
+        wx = torch.where(flips.to(wx.device).view(-1, 1, 1), wx.flip(1), wx)
     x = images.to(dtype)
     return _resample(x, wy.to(dtype), wx.to(dtype)).float()
 

@@ -193,3 +193,14 @@ def test_cached_crop_is_close_to_the_original_crop(height, width, box):
 def test_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="boxes"):
         crop_resize(torch.zeros(2, 3, 8, 8), torch.zeros(3, 4))
+
+
+def test_flips_mirror_exactly_those_outputs():
+    g = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (3, 3, 40, 40), dtype=torch.uint8, generator=g)
+    boxes = torch.tensor([[2.0, 3.0, 30.0, 20.0], [0.0, 0.0, 40.0, 40.0], [5.5, 1.25, 9.0, 33.0]])
+    plain = crop_resize(images, boxes, out=16)
+    flipped = crop_resize(images, boxes, out=16, flips=torch.tensor([True, False, True]))
+    torch.testing.assert_close(flipped[0], plain[0].flip(-1), atol=1e-4, rtol=0)
+    torch.testing.assert_close(flipped[1], plain[1], atol=0, rtol=0)
+    torch.testing.assert_close(flipped[2], plain[2].flip(-1), atol=1e-4, rtol=0)
