@@ -102,3 +102,24 @@ def test_aws_help_shows_the_defaults_of_defaults_json(monkeypatch):
         .split()
     )
     assert "steps of 1024 (default 3072)" in text and "latency alarm (default 750)" in text
+
+
+def test_an_interrupted_command_exits_130_and_ignores_the_next_signal(monkeypatch, capsys):
+    """A second Ctrl-C or SIGTERM while it reports and exits must not kill it by signal."""
+    import importlib
+    import signal
+
+    cli_main = importlib.import_module("dogbreed.cli.main")  # the module, not its main()
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli_main.COMMANDS, "train", (cli_main.COMMANDS["train"][0], interrupted))
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert cli_main.main(["train"]) == 130
+        assert all(signal.getsignal(s) == signal.SIG_IGN for s in before)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    assert "dogbreed train: interrupted" in capsys.readouterr().err

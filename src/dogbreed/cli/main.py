@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from dogbreed import __version__
@@ -112,7 +114,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command][1](args)
     except (Exception, KeyboardInterrupt) as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            ignore_further_interrupts()
         return report_error(args.command, exc)
+
+
+def ignore_further_interrupts() -> None:
+    """The command is ending on an interrupt: one more Ctrl-C or SIGTERM while it reports
+    and exits must not turn its exit code 130 into death by that signal."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
